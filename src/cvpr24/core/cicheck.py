@@ -1,0 +1,96 @@
+"""`python -m cvpr24.core.cicheck [--update] [slug ...]`: regenerate the ci-profile tables of each
+pipeline and compare its `reports/ci/<slug>/metrics.json` with the committed one.
+
+A metric that moved by more than `atol + rtol * |committed|` fails the check (timings are ignored: they
+measure the machine, not the method). `--update` accepts the new values (commit them with the change
+that moved them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RTOL, ATOL = 1e-3, 1e-3
+IGNORED_SUBSTRINGS = ("time", "seconds")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, float]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "/"))
+        elif isinstance(v, bool) or v is None:
+            out[key] = v
+        elif isinstance(v, int | float):
+            out[key] = float(v)
+    return out
+
+
+def compare(old: dict, new: dict, rtol: float = RTOL, atol: float = ATOL) -> list[str]:
+    """Differences beyond tolerance between two metrics.json documents (messages, empty when equal)."""
+    a, b = _flatten(old), _flatten(new)
+    problems = []
+    for key in sorted(set(a) | set(b)):
+        if any(s in key for s in IGNORED_SUBSTRINGS):
+            continue
+        if key not in a:
+            problems.append(f"{key}: new metric {b[key]} (not in the committed values)")
+        elif key not in b:
+            problems.append(f"{key}: committed {a[key]} but no longer produced")
+        elif isinstance(a[key], float) and isinstance(b[key], float):
+            if not (math.isclose(a[key], b[key], rel_tol=rtol, abs_tol=atol)):
+                problems.append(f"{key}: committed {a[key]:.6g}, now {b[key]:.6g}")
+        elif a[key] != b[key]:
+            problems.append(f"{key}: committed {a[key]}, now {b[key]}")
+    return problems
+
+
+def ci_slugs() -> list[str]:
+    return sorted(p.stem for p in Path("conf/ci/parameters").glob("*.yml"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("slugs", nargs="*")
+    parser.add_argument("--update", action="store_true", help="accept the regenerated values")
+    args = parser.parse_args(argv)
+    failures = 0
+    for slug in args.slugs or ci_slugs():
+        path = Path("reports/ci") / slug / "metrics.json"
+        committed = json.loads(path.read_text()) if path.is_file() else None
+        start = time.perf_counter()
+        env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+        proc = subprocess.run([sys.executable, "-m", "kedro", "run", f"--pipeline={slug}", "--env=ci"], env=env)
+        took = time.perf_counter() - start
+        if proc.returncode != 0:
+            print(f"[{slug}] ci run FAILED (exit {proc.returncode}) after {took:.0f} s")
+            failures += 1
+            continue
+        print(f"[{slug}] ci run took {took:.1f} s")
+        new = json.loads(path.read_text())
+        if args.update or committed is None:
+            print(f"[{slug}] {'accepted' if args.update else 'no committed values yet; wrote'} {path}")
+            if committed is None and not args.update:
+                failures += 1
+            continue
+        problems = compare(committed, new)
+        if problems:
+            failures += 1
+            print(f"[{slug}] {len(problems)} metric(s) moved beyond tolerance (rtol {RTOL}, atol {ATOL}):")
+            print("\n".join(f"  {p}" for p in problems))
+            path.write_text(json.dumps(committed, indent=2, sort_keys=True) + "\n")  # keep the committed file
+        else:
+            print(f"[{slug}] metrics match the committed reports/ci values")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

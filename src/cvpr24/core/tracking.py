@@ -1,0 +1,127 @@
+"""MLflow: one run per table row, the paper's numbers as `source=paper` runs beside ours.
+
+The evaluate phase of every paper returns a long *table-rows* DataFrame:
+
+    table | row | source ("ours" or "paper") | metric | value | data | note
+
+plus optional run-level columns `params` (a JSON string), `profile`, `git_commit`, `data_fingerprint`.
+`log_table_runs` groups it by (table, row, source) and logs each group as one run in the paper's
+experiment: metrics are the finite values (the metric keys are the paper table's column keys, so the MLflow
+compare view lines paper and ours up), tags name the table, row, source, profile, commit, fingerprint and
+the data each metric came from. Paper runs are created once and then left alone; each new reproduction of
+a row marks the previous one `latest=false`, so filtering on `tags.latest = 'true'` (or
+`tags.source = 'paper'`) gives one run per row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from cvpr24.core.provenance import git_commit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+ARTIFACT_ROOT = Path("mlruns") / "artifacts"
+REQUIRED = ["table", "row", "source", "metric", "value"]
+
+
+def _client(tracking_uri: str | None):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(client, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = (ARTIFACT_ROOT / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _safe_key(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in str(text))[:250]
+
+
+def log_table_runs(rows: pd.DataFrame, *, experiment: str, tracking_uri: str | None = None) -> list[str]:
+    """Log one MLflow run per (table, row, source) group of `rows`; return the created run ids."""
+    missing = [c for c in REQUIRED if c not in rows.columns]
+    if missing:
+        raise ValueError(f"table rows for MLflow lack columns {missing}")
+    client = _client(tracking_uri)
+    exp_id = ensure_experiment(client, experiment)
+    created = []
+    for (table, row, source), group in rows.groupby(["table", "row", "source"], sort=False):
+        first = group.iloc[0]
+        tags = {
+            "table": str(table),
+            "row": str(row),
+            "source": str(source),
+            "mlflow.runName": f"{table} | {row} | {source}",
+        }
+        for col in ("profile", "git_commit", "data_fingerprint"):
+            if col in group.columns and pd.notna(first[col]):
+                tags[col] = str(first[col])
+        tags.setdefault("git_commit", git_commit())
+        for _, rec in group.iterrows():
+            for col in ("data", "note"):
+                if col in group.columns and isinstance(rec.get(col), str) and rec[col]:
+                    tags[_safe_key(f"{col}.{rec['metric']}")] = str(rec[col])[:5000]
+        query = f"tags.table = '{table}' and tags.row = '{_escape(row)}' and tags.source = '{source}'"
+        previous = client.search_runs([exp_id], filter_string=query, max_results=1000)
+        if source == "paper":
+            signature = json.dumps(
+                {str(r.metric): r.value for r in group.itertuples() if _finite(r.value)}, sort_keys=True
+            )
+            if any(p.data.tags.get("values") == signature for p in previous):
+                continue
+            tags["values"] = signature
+        else:
+            for p in previous:
+                if p.data.tags.get("latest") == "true" and p.data.tags.get("profile") == tags.get("profile"):
+                    client.set_tag(p.info.run_id, "latest", "false")
+            tags["latest"] = "true"
+        run = client.create_run(exp_id, tags=tags)
+        run_id = run.info.run_id
+        if "params" in group.columns and isinstance(first["params"], str) and first["params"]:
+            for key, value in json.loads(first["params"]).items():
+                client.log_param(run_id, _safe_key(key), str(value)[:6000])
+        for rec in group.itertuples():
+            if _finite(rec.value):
+                client.log_metric(run_id, _safe_key(rec.metric), float(rec.value))
+        client.set_terminated(run_id)
+        created.append(run_id)
+    log.info("logged %d MLflow runs to experiment %r", len(created), experiment)
+    return created
+
+
+def read_runs(experiment: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
+    """All runs of an experiment as a DataFrame (tags.* and metrics.* columns, as mlflow.search_runs)."""
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.search_runs(experiment_names=[experiment], max_results=50000)
+
+
+def _finite(value) -> bool:
+    try:
+        return not math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("'", "\\'")

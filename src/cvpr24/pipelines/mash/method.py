@@ -1,0 +1,220 @@
+"""MASH per image: blind-spot training at a masking ratio, with or without local pixel shuffling.
+
+Everything MASH computes is a set of independent *jobs*, one network trained on one noisy image:
+
+- `bsd` jobs: the U-Net trained with random masking at ratio tau (Eq. 4); with `lps` the target switches
+  once, at iteration N1, to the noisy image shuffled inside flat tiles of the pseudo-clean estimate
+  (Eq. 5-6); the output is the K-mask ensemble (Eq. 11). The probes of the adaptive masking (tau 0.8 and
+  0.2) are the fixed-ratio runs themselves: sigma_hat (Eq. 8) is the std of their ensemble residual.
+- baseline jobs: BM3D (estimated white sigma, or the oracle noise PSD), NL-means calibrated by
+  J-invariance, and Zero-Shot Noise2Noise.
+
+`run_job` is what a worker process executes. A job's result is cached in its own folder under the
+checkpoint root, keyed by the job, its parameters, the input image and this package's code, so a killed
+train phase resumes: finished jobs are read back, the interrupted one continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cvpr24.core.provenance import fingerprint_arrays, fingerprint_files, fingerprint_json
+from cvpr24.core.seeding import derive_seed, torch_generator
+from cvpr24.core.training import Checkpointer, TrainState, train_loop
+from cvpr24.pipelines.mash.model import (
+    UNetN2N,
+    bernoulli_mask,
+    ensemble_predict,
+    lps_target,
+    masked_loss,
+)
+
+PACKAGE_DIR = Path(__file__).parent
+
+
+def code_fingerprint() -> str:
+    """Fingerprint of the code a job result depends on: the model, this file, the baselines and the core
+    training loop (not the evaluation or report code, whose edits must not invalidate trained results)."""
+    files = [PACKAGE_DIR / f for f in ("model.py", "method.py", "baselines.py")]
+    files.append(PACKAGE_DIR.parent.parent / "core" / "training.py")
+    return fingerprint_files(files)
+
+
+def to_tensor(image_255: np.ndarray) -> torch.Tensor:
+    """H x W x C array in 0-255 -> (1, C, H, W) float32 tensor in [0, 1] (noise may leave that range)."""
+    return torch.from_numpy(np.ascontiguousarray(image_255, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+
+
+def to_image(tensor: torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) in [0, 1] -> H x W x C float32 in 0-255 (unclipped)."""
+    return (tensor[0].permute(1, 2, 0).numpy() * 255.0).astype(np.float32)
+
+
+def fit_bsd(
+    noisy_255: np.ndarray,
+    *,
+    tau: float,
+    iterations: int,
+    lr: float,
+    width: int,
+    loss: str,
+    num_predictions: int,
+    seed: int,
+    lps: bool = False,
+    lps_iteration: int = 50,
+    tile_size: int = 4,
+    std_block: int = 2,
+    rel_threshold: float = 0.5,
+    checkpointer: Checkpointer | None = None,
+    checkpoint_every: int = 100,
+    desc: str = "bsd",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train one blind-spot U-Net on one noisy image; return its ensemble prediction and diagnostics.
+
+    Returns `denoised` (H x W x C, 0-255, clipped), `residual_std` (sigma_hat of Eq. 8: std of the
+    unclipped ensemble minus the noisy input, 0-255 units), `shuffled_fraction` and the loss `history`.
+    """
+    y = to_tensor(noisy_255)
+    torch.manual_seed(derive_seed(seed, "init"))
+    net = UNetN2N(in_channels=y.shape[1], width=width)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=iterations)
+    masks = torch_generator(derive_seed(seed, "masks"))
+    shuffle = torch_generator(derive_seed(seed, "shuffle"))
+    extra: dict[str, Any] = {"target": y.clone(), "shuffled_fraction": 0.0, "switched": False}
+
+    def step_fn(step: int) -> dict[str, float]:
+        mask = bernoulli_mask(tuple(y.shape), tau, masks)
+        value = masked_loss(net(mask * y), extra["target"], mask, kind=loss)
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+        if lps and step == lps_iteration and not extra["switched"]:
+            pseudo_clean = ensemble_predict(net, y, tau, num_predictions, masks) * 255.0
+            target, fraction = lps_target(
+                y[0], pseudo_clean[0], tile=tile_size, block=std_block,
+                rel_threshold=rel_threshold, generator=shuffle,
+            )
+            extra.update(target=target[None], shuffled_fraction=float(fraction), switched=True)
+        return {"loss": float(value.detach())}
+
+    state = TrainState(
+        generators={"masks": masks, "shuffle": shuffle},
+        get_extra=lambda: dict(extra),
+        set_extra=extra.update,
+    )
+    history = train_loop(
+        model=net, optimizer=optimizer, scheduler=scheduler, step_fn=step_fn, n_steps=iterations,
+        state=state, checkpointer=checkpointer, every=checkpoint_every, log_every=10,
+        desc=desc, progress=progress,
+    )
+    prediction = ensemble_predict(net, y, tau, num_predictions, masks)
+    unclipped = to_image(prediction)
+    return {
+        "denoised": np.clip(unclipped, 0.0, 255.0),
+        "residual_std": float(np.std(unclipped.astype(np.float64) - noisy_255.astype(np.float64))),
+        "shuffled_fraction": float(extra["shuffled_fraction"]),
+        "history": history,
+    }
+
+
+def job_cache_key(job: dict[str, Any], train: dict[str, Any], noisy: np.ndarray, seed: int, code: str) -> str:
+    return fingerprint_json(
+        {"job": job, "train": train, "seed": seed, "code": code, "image": fingerprint_arrays({"y": noisy})}
+    )
+
+
+def run_job(
+    *,
+    job: dict[str, Any],
+    noisy: np.ndarray,
+    train: dict[str, Any],
+    seed: int,
+    checkpoint_root: str,
+    code: str,
+    psd: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Run (or read back from its cache) one job. Executed in a worker process."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    key = job_cache_key(job, _job_relevant(train, job), noisy, seed, code)
+    ckpt = Checkpointer(Path(checkpoint_root) / f"{job['job_id']}-{key}", keep=2)
+    cached = ckpt.load_final()
+    if cached is not None:
+        return _from_cache(cached, job)
+    job_seed = derive_seed(seed, job["job_id"])
+    start = time.perf_counter()
+    kind = job["kind"]
+    if kind == "bsd":
+        rel = train["rel_threshold"]["rgb" if noisy.shape[2] == 3 else "grey"]
+        out = fit_bsd(
+            noisy, tau=float(job["tau"]), iterations=int(train["iterations"]), lr=float(train["lr"]),
+            width=int(train["width"]), loss=train["loss"], num_predictions=int(train["num_predictions"]),
+            seed=job_seed, lps=bool(job["lps"]), lps_iteration=int(train["lps_iteration"]),
+            tile_size=int(job["tile_size"]), std_block=int(train["std_block"]), rel_threshold=float(rel),
+            checkpointer=ckpt, checkpoint_every=int(train["checkpoint_every"]), desc=job["job_id"],
+        )
+    else:
+        out = _run_baseline(kind, noisy, train, job_seed, psd)
+    out["seconds"] = time.perf_counter() - start
+    ckpt.save_final(_to_cache(out))
+    out["cached"] = False
+    out["job_id"] = job["job_id"]
+    return out
+
+
+def _job_relevant(train: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """The training parameters that change this job's result (so unrelated edits keep the cache)."""
+    if job["kind"] == "bsd":
+        keys = ["width", "iterations", "lr", "loss", "num_predictions", "lps_iteration", "std_block",
+                "rel_threshold"]
+        return {k: train[k] for k in keys}
+    return {"baselines": train.get("baselines", {})}
+
+
+def _run_baseline(kind: str, noisy: np.ndarray, train: dict[str, Any], seed: int, psd) -> dict[str, Any]:
+    from cvpr24.pipelines.mash import baselines
+
+    cfg = train.get("baselines", {})
+    if kind == "bm3d_white":
+        sigma = baselines.estimate_sigma_flat(noisy)
+        den = baselines.bm3d_denoise(noisy, sigma)
+        extra = {"sigma_estimate": float(sigma)}
+    elif kind == "bm3d_psd":
+        if psd is None:
+            raise ValueError("bm3d_psd job needs the oracle noise PSD")
+        den = baselines.bm3d_denoise(noisy, psd)
+        extra = {}
+    elif kind == "nlmeans":
+        den = baselines.nlmeans_calibrated(noisy, seed=seed)
+        extra = {}
+    elif kind == "zs_n2n":
+        z = cfg.get("zs_n2n", {})
+        den = baselines.zs_n2n_denoise(
+            noisy, iterations=int(z.get("iterations", 2000)), lr=float(z.get("lr", 1e-3)), seed=seed
+        )
+        extra = {}
+    else:
+        raise ValueError(f"unknown job kind {kind!r}")
+    den = np.clip(np.asarray(den, dtype=np.float32).reshape(noisy.shape), 0, 255)
+    return {"denoised": den, "residual_std": float(np.std(den.astype(np.float64) - noisy)),
+            "shuffled_fraction": 0.0, "history": [], **extra}
+
+
+def _to_cache(out: dict[str, Any]) -> dict[str, Any]:
+    cache = {k: v for k, v in out.items() if k != "denoised"}
+    cache["denoised"] = torch.from_numpy(np.ascontiguousarray(out["denoised"]))
+    return cache
+
+
+def _from_cache(cached: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    out = dict(cached)
+    out["denoised"] = cached["denoised"].numpy()
+    out["cached"] = True
+    out["job_id"] = job["job_id"]
+    return out

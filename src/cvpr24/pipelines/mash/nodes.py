@@ -1,0 +1,396 @@
+"""MASH's five phases as pure Kedro nodes (arguments in, values out; the catalog does all I/O).
+
+ingest      -> clean and noisy images + a validated manifest (embedded generator or real datasets)
+preprocess  -> crops to the U-Net's multiple of 32, the oracle noise PSD, and the job plan
+train       -> every job (one network per image and setting, plus the baselines), then MASH's selection
+evaluate    -> PSNR/SSIM(/LPIPS) per image and method, then one row per paper-table cell
+report      -> the paper's tables with our numbers beside, claims C1-C8, figures, metrics.json
+
+The one deliberate side effect is the train phase's job cache (`train.checkpoint_dir`): checkpoints that
+let a killed run resume. It is keyed by code, parameters and data, so it can never serve a stale result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cvpr24.core import metrics as M
+from cvpr24.core.parallel import map_jobs
+from cvpr24.core.provenance import fingerprint_arrays
+from cvpr24.core.reporting import paper_rows
+from cvpr24.core.validation import add_divisibility, manifest_from_arrays, validate_manifest
+from cvpr24.pipelines.mash import data as D
+from cvpr24.pipelines.mash import expectations as E
+from cvpr24.pipelines.mash.method import code_fingerprint, run_job
+from cvpr24.pipelines.mash.model import SelectionRule, conv_macs, count_parameters, UNetN2N
+
+log = logging.getLogger(__name__)
+
+REAL_FIX = "see pipelines/mash/README.md (Real data) for where to get each dataset and where to put it"
+
+
+# ------------------------------------------------------------------------------------------- ingest
+def _embedded(data: dict[str, Any], seed: int):
+    size = int(data["crop_size"])
+    clean, noisy, meta = {}, {}, {}
+    g = data["gauss"]
+    for crop in g["crops"]:
+        img = D.load_clean_crop(crop["name"], crop["top"], crop["left"], size)
+        for beta in g["betas"]:
+            tag = {0.0: "b0", 0.5: "b05", 1.0: "b1"}.get(float(beta), f"b{beta}")
+            sid = f"gauss_{tag}_{crop['name']}"
+            rng = np.random.default_rng(_seed(seed, sid))
+            noisy[sid] = D.add_correlated_noise(img, float(g["sigma"]), float(beta), int(g["k"]), rng,
+                                                clip=bool(data["clip"])).astype(np.float32)
+            clean[sid] = img
+            meta[sid] = {"group": f"gauss_{tag}", "source": f"skimage:{crop['name']}[{crop['top']}:,{crop['left']}:]",
+                         "noise": "correlated_gaussian", "beta": float(beta), "sigma": float(g["sigma"])}
+    c = data["camera"]
+    for crop in c["crops"]:
+        img = D.load_clean_crop(crop["name"], crop["top"], crop["left"], size)
+        for preset in c["presets"]:
+            sid = f"{preset.replace('pipeline_', 'cam_')}_{crop['name']}"
+            rng = np.random.default_rng(_seed(seed, sid))
+            noisy[sid] = D.camera_pipeline_noise(img, preset, rng).astype(np.float32)
+            clean[sid] = img
+            grey = img.shape[2] == 1
+            group = {"pipeline_iid": "cam_iid", "pipeline_demosaic": "cam_demosaic"}.get(
+                preset, "cam_grey" if grey else "cam_rgb")
+            meta[sid] = {"group": group, "source": f"skimage:{crop['name']}[{crop['top']}:,{crop['left']}:]",
+                         "noise": preset, "beta": float("nan"), "sigma": float("nan")}
+    return clean, noisy, meta
+
+
+def _real(real: dict[str, Any]):
+    readers = {"sidd_val": D.read_sidd_validation, "sidd_bench": D.read_sidd_benchmark,
+               "fmdd": D.read_fmdd, "polyu": D.read_polyu}
+    clean, noisy, meta = {}, {}, {}
+    if not real:
+        raise FileNotFoundError(f"data.source is 'real' but no dataset root is configured under mash.data.real; {REAL_FIX}")
+    for name, cfg in real.items():
+        if name not in readers:
+            raise ValueError(f"unknown real dataset {name!r} in mash.data.real (known: {sorted(readers)})")
+        for sid, y, x in readers[name](cfg["root"], max_images=cfg.get("max_images")):
+            y = y if y.ndim == 3 else y[..., None]
+            noisy[sid] = y.astype(np.float32)
+            if x is not None:
+                clean[sid] = x if x.ndim == 3 else x[..., None]
+            meta[sid] = {"group": name, "source": str(cfg["root"]), "noise": "real",
+                         "beta": float("nan"), "sigma": float("nan")}
+    return clean, noisy, meta
+
+
+def _seed(seed: int, *keys: object) -> int:
+    from cvpr24.core.seeding import derive_seed
+
+    return derive_seed(seed, *keys)
+
+
+def ingest(data: dict[str, Any], runtime: dict[str, Any]):
+    """Materialise the raw images (embedded generator or real datasets) and validate their manifest."""
+    if data["source"] == "embedded":
+        clean, noisy, meta = _embedded(data, int(runtime["seed"]))
+        fix = "the embedded generator produced bad data: check mash.data in conf/<env>/parameters/mash.yml"
+        multiple = 32
+    elif data["source"] == "real":
+        clean, noisy, meta = _real(data["real"])
+        fix, multiple = REAL_FIX, 1  # real images are cropped to a multiple of 32 in preprocess
+    else:
+        raise ValueError(f"mash.data.source must be 'embedded' or 'real', got {data['source']!r}")
+    noisy_m = manifest_from_arrays(noisy, meta).assign(kind="noisy")
+    clean_m = manifest_from_arrays(clean, meta).assign(kind="clean")
+    exps_noisy = E.NOISY if multiple == 32 else [e for e in E.NOISY if "_mod" not in str(e[1].get("column"))]
+    exps_clean = E.CLEAN if multiple == 32 else [e for e in E.CLEAN if "_mod" not in str(e[1].get("column"))]
+    validate_manifest(add_divisibility(noisy_m, 32), exps_noisy, dataset="mash.noisy", fix=fix)
+    if not clean_m.empty:
+        validate_manifest(add_divisibility(clean_m, 32), exps_clean, dataset="mash.clean", fix=fix)
+    manifest = pd.concat([noisy_m, clean_m], ignore_index=True)
+    manifest["fingerprint"] = fingerprint_arrays(noisy)
+    return clean, noisy, manifest
+
+
+# --------------------------------------------------------------------------------------- preprocess
+def _center_crop(img: np.ndarray, multiple: int) -> np.ndarray:
+    h, w = (img.shape[0] // multiple) * multiple, (img.shape[1] // multiple) * multiple
+    if h == 0 or w == 0:
+        raise ValueError(f"image of shape {img.shape} is smaller than the U-Net's minimum {multiple}x{multiple}")
+    top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+    return img[top: top + h, left: left + w]
+
+
+def _job_name(tau: float, lps: bool, tile: int, default_tile: int) -> str:
+    name = f"bsd_t{tau:g}" + ("_lps" if lps else "")
+    return name + (f"_s{tile}" if lps and tile != default_tile else "")
+
+
+def preprocess(clean: dict, noisy: dict, manifest: pd.DataFrame, prep: dict[str, Any], train: dict[str, Any]):
+    """Crop to multiples of 32, compute each image's oracle noise PSD, and plan every training job."""
+    model_input = {k: _center_crop(v, 32).astype(np.float32) for k, v in noisy.items()}
+    reference = {k: _center_crop(v, 32) for k, v in clean.items()}
+    meta = manifest[manifest["kind"] == "noisy"].set_index("sample_id")
+    oracle_psd = {k: D.noise_psd(model_input[k] - reference[k].astype(np.float32)) for k in reference}
+    tile = int(prep["tile_size"])
+    jobs = []
+    for sid in model_input:
+        group = meta.loc[sid, "group"]
+        plan = [(float(t), False, tile) for t in prep["taus"]]
+        plan += [(float(t), True, tile) for t in prep["lps_taus"]]
+        if group in prep.get("tile_size_groups", []):
+            plan += [(max(map(float, prep["lps_taus"])), True, int(s)) for s in prep["tile_sizes"]]
+        for tau, lps, s in plan:
+            method = _job_name(tau, lps, s, tile)
+            jobs.append({"job_id": f"{sid}__{method}", "image_id": sid, "group": group, "kind": "bsd",
+                         "method": method, "tau": tau, "lps": lps, "tile_size": s})
+        for kind, on in (("bm3d_white", train["baselines"].get("bm3d")),
+                         ("bm3d_psd", train["baselines"].get("bm3d") and sid in oracle_psd),
+                         ("nlmeans", train["baselines"].get("nlmeans")),
+                         ("zs_n2n", bool(train["baselines"].get("zs_n2n")))):
+            if on:
+                jobs.append({"job_id": f"{sid}__{kind}", "image_id": sid, "group": group, "kind": kind,
+                             "method": kind, "tau": 0.0, "lps": False, "tile_size": tile})
+    jobs = pd.DataFrame(jobs)
+    fix = "check mash.preprocess and the crop size in conf/<env>/parameters/mash.yml"
+    validate_manifest(add_divisibility(manifest_from_arrays(model_input), 32), E.MODEL_INPUT,
+                      dataset="mash.model_input", fix=fix)
+    validate_manifest(jobs, E.JOBS, dataset="mash.jobs", id_column="job_id", fix=fix)
+    return model_input, reference, oracle_psd, jobs
+
+
+# -------------------------------------------------------------------------------------------- train
+def train(jobs: pd.DataFrame, model_input: dict, oracle_psd: dict, train: dict[str, Any],
+          runtime: dict[str, Any]):
+    """Run every job (cached and resumable), return the outputs, a per-job log and the loss history."""
+    code = code_fingerprint()
+    specs = [
+        {"job": {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()},
+         "noisy": model_input[row["image_id"]], "train": train, "seed": int(runtime["seed"]),
+         "checkpoint_root": str(train["checkpoint_dir"]), "code": code,
+         "psd": oracle_psd.get(row["image_id"]) if row["kind"] == "bm3d_psd" else None}
+        for row in jobs.to_dict("records")
+    ]
+    results = map_jobs(run_job, specs, workers=int(train["workers"]), threads=int(runtime["threads"]),
+                       desc="mash train jobs", progress=bool(runtime.get("progress", True)))
+    outputs = {r["job_id"]: r["denoised"].astype(np.float32) for r in results}
+    log_rows, history = [], []
+    for r in results:
+        log_rows.append({"job_id": r["job_id"], "seconds": float(r["seconds"]), "cached": bool(r["cached"]),
+                         "residual_std": float(r["residual_std"]),
+                         "shuffled_fraction": float(r["shuffled_fraction"]),
+                         "sigma_estimate": float(r.get("sigma_estimate", float("nan")))})
+        history += [{"job_id": r["job_id"], **h} for h in r["history"]]
+    n_cached = sum(r["cached"] for r in results)
+    log.info("mash train: %d jobs (%d read back from the job cache)", len(results), n_cached)
+    _log_history_to_mlflow(history)
+    return outputs, pd.DataFrame(log_rows), pd.DataFrame(history, columns=["job_id", "step", "loss"])
+
+
+def _log_history_to_mlflow(history: list[dict[str, Any]]) -> None:
+    """Per-step training losses to the active kedro-mlflow run (no-op without one)."""
+    import mlflow
+
+    if mlflow.active_run() is None or not history:
+        return
+    from mlflow.entities import Metric
+
+    client, run_id = mlflow.tracking.MlflowClient(), mlflow.active_run().info.run_id
+    stamp = 0
+    batch = [Metric(key=f"loss/{h['job_id'][:200]}", value=float(h["loss"]), timestamp=stamp, step=int(h["step"]))
+             for h in history]
+    for i in range(0, len(batch), 900):
+        client.log_batch(run_id, metrics=batch[i: i + 900])
+
+
+def select(jobs: pd.DataFrame, job_log: pd.DataFrame, selection: dict[str, Any]) -> pd.DataFrame:
+    """MASH's adaptive masking (Eq. 8-10): epsilon from the two probes, then tau and LPS per image."""
+    rule = SelectionRule(**{k: float(selection[k]) for k in
+                            ("tau_high", "tau_medium", "tau_low", "eps_low", "eps_high")})
+    merged = jobs.merge(job_log, on="job_id")
+    bsd = merged[merged["kind"] == "bsd"]
+    default_tile = int(bsd["tile_size"].mode().iloc[0]) if not bsd.empty else 4
+    rows = []
+    for sid, grp in bsd.groupby("image_id", sort=False):
+        def find(tau: float, lps: bool) -> pd.Series:
+            hit = grp[(np.isclose(grp["tau"], tau)) & (grp["lps"] == lps) & (grp["tile_size"] == default_tile)]
+            if hit.empty:
+                raise ValueError(
+                    f"MASH needs a job at tau={tau}, lps={lps} for {sid} but none was planned: add the ratio "
+                    "to mash.preprocess.taus / lps_taus so it matches mash.train.selection")
+            return hit.iloc[0]
+        hi, lo = find(float(selection["probe_high"]), False), find(float(selection["probe_low"]), False)
+        eps = abs(hi["residual_std"] - lo["residual_std"])
+        tau, lps = rule.select(eps)
+        final, nolps = find(tau, lps), find(tau, False)
+        rows.append({"image_id": sid, "group": grp["group"].iloc[0], "sigma_hat_high": hi["residual_std"],
+                     "sigma_hat_low": lo["residual_std"], "epsilon": eps, "tau": tau, "lps": lps,
+                     "mash_job": final["job_id"], "mash_nolps_job": nolps["job_id"],
+                     "shuffled_fraction": final["shuffled_fraction"],
+                     "mash_seconds": hi["seconds"] + lo["seconds"] + final["seconds"]})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------- evaluate
+def evaluate(jobs: pd.DataFrame, outputs: dict, selection: pd.DataFrame, model_input: dict,
+             reference: dict, params: dict[str, Any]) -> pd.DataFrame:
+    """PSNR / SSIM (and LPIPS when its weights are cached) per image and method, clean images used here only."""
+    lp_missing = M.lpips_available() if params.get("lpips", True) else M.Unavailable("disabled in parameters")
+    rows = []
+
+    def score(sid: str, group: str, method: str, job_id: str, pred: np.ndarray) -> None:
+        ref = reference[sid].astype(np.float32)
+        lp = M.lpips_distance(pred, ref) if lp_missing is None else lp_missing
+        rows.append({"image_id": sid, "group": group, "method": method, "job_id": job_id,
+                     "psnr": M.psnr(pred, ref), "ssim": M.ssim(pred, ref),
+                     "lpips": lp if isinstance(lp, float) else float("nan"),
+                     "lpips_note": "" if isinstance(lp, float) else str(lp)})
+
+    groups = jobs.groupby("image_id")["group"].first().to_dict()
+    for sid, group in groups.items():
+        if sid not in reference:
+            continue  # predict-only data (SIDD Benchmark): no ground truth here
+        score(sid, group, "noisy", "", np.clip(model_input[sid], 0, 255))
+    for job in jobs.itertuples():
+        if job.image_id in reference:
+            score(job.image_id, job.group, job.method, job.job_id, outputs[job.job_id])
+    for sel in selection.itertuples():
+        if sel.image_id in reference:
+            score(sel.image_id, sel.group, "mash", sel.mash_job, outputs[sel.mash_job])
+            score(sel.image_id, sel.group, "mash_nolps", sel.mash_nolps_job, outputs[sel.mash_nolps_job])
+    return pd.DataFrame(rows)
+
+
+LABELS = {
+    "noisy": "Noisy input", "bm3d_white": "BM3D", "bm3d_psd": "BM3D (oracle noise PSD)",
+    "nlmeans": "NL-means (J-invariant calibration)", "zs_n2n": "ZS-N2N",
+    "bsd_t0.5": "Baseline (BSD tau=0.5)", "bsd_t0.2": "BSD tau=0.2", "bsd_t0.8": "BSD tau=0.8",
+    "bsd_t0.8_lps": "BSD tau=0.8 + LPS", "mash_nolps": "MASH w/o LPS", "mash": "MASH",
+}
+TABLE1_METHODS = ["noisy", "bm3d_white", "bm3d_psd", "nlmeans", "zs_n2n", "bsd_t0.2", "bsd_t0.5", "bsd_t0.8",
+                  "bsd_t0.8_lps", "mash_nolps", "mash"]
+TABLE3_VARIANTS = {"fixed tau=0.5": "bsd_t0.5", "fixed tau=0.5 + LPS": "bsd_t0.5_lps",
+                   "adaptive tau": "mash_nolps", "adaptive tau + LPS (MASH)": "mash"}
+
+
+def _cell(per_image: pd.DataFrame, method: str, group: str | None, metric: str, why_none: str):
+    if group is None:
+        return float("nan"), "", why_none
+    sub = per_image[(per_image["method"] == method) & (per_image["group"] == group)]
+    if sub.empty:
+        return float("nan"), "", f"no {group} images with method {method} in this profile"
+    return float(sub[metric].mean()), f"{group} ({len(sub)} images)", ""
+
+
+def table_rows(per_image: pd.DataFrame, selection: pd.DataFrame, jobs: pd.DataFrame, job_log: pd.DataFrame,
+               paper: dict[str, Any], params: dict[str, Any], train: dict[str, Any],
+               runtime: dict[str, Any], manifest: pd.DataFrame) -> pd.DataFrame:
+    """One record per (table, row, metric) in the long table-rows format (see core.tracking)."""
+    tables, recs = paper["tables"], []
+    groups = params["column_groups"]
+
+    def why(group_key: str) -> str:
+        if group_key == "sidd_bench":
+            return "SIDD Benchmark ground truth is withheld (scored by the SIDD server); no embedded counterpart"
+        return f"no embedded counterpart of {group_key}; the full profile reads it (pipelines/mash/README.md)"
+
+    def add(table: str, row: str, metric: str, value: float, data: str = "", note: str = "") -> None:
+        recs.append({"table": table, "row": row, "source": "ours", "metric": metric, "value": value,
+                     "data": data, "note": note})
+
+    # Table 1: every method on each dataset column's stand-in group.
+    not_reproduced = tables["table_1"].get("not_reproduced", {})
+    for col in tables["table_1"]["columns"]:
+        g = groups.get(col["group"])
+        for method in TABLE1_METHODS:
+            v, data, note = _cell(per_image, method, g, col["metric"], why(col["group"]))
+            add("table_1", LABELS[method], col["key"], v, data, note)
+        for name, reason in not_reproduced.items():
+            add("table_1", name, col["key"], float("nan"), "", reason)
+    # Table 2: selection accuracy against the best fixed tau.
+    acc = selection_accuracy(per_image, selection)
+    for col in tables["table_2"]["columns"]:
+        g = col["group"]
+        sub = acc if g == "all" else acc[acc["group"] == groups.get(g)] if groups.get(g) else acc.iloc[0:0]
+        value = 100.0 * float(sub["correct"].mean()) if not sub.empty else float("nan")
+        note = "" if not sub.empty else (why(g) if groups.get(g) is None else "no images of this group")
+        add("table_2", "adaptive masking accuracy", col["key"], value,
+            f"{groups.get(g, 'all images')} ({len(sub)} images)" if not sub.empty else "", note)
+    # Table 3: the ablation.
+    for col in tables["table_3"]["columns"]:
+        g = groups.get(col["group"])
+        for variant, method in TABLE3_VARIANTS.items():
+            v, data, note = _cell(per_image, method, g, "psnr", why(col["group"]))
+            add("table_3", variant, col["key"], v, data, note)
+    # Table 4: LPS tile size at tau_high.
+    col = tables["table_4"]["columns"][0]
+    g = groups.get(col["group"])
+    tau_high = float(train["selection"]["tau_high"])
+    for prow in tables["table_4"]["rows"]:
+        s = int(prow["neighborhood_size_s"])
+        method = f"bsd_t{tau_high:g}_lps" + ("" if s == int(jobs["tile_size"].mode().iloc[0]) else f"_s{s}")
+        v, data, note = _cell(per_image, method, g, "psnr", why(col["group"]))
+        add("table_4", str(s), col["key"], v, data, note)
+    # Table 5: cost.
+    log_ = jobs.merge(job_log, on="job_id")
+    fresh = log_[~log_["cached"]] if (~log_["cached"]).any() else log_
+    width = int(train["width"])
+    chans = 3
+    params_ours = count_parameters(UNetN2N(chans, width)) / 1e6
+    flops_ours = conv_macs(UNetN2N(chans, width), 256, 256) / 1e9
+    size = int(manifest["height"].iloc[0]) if not manifest.empty else 0
+    timing = f"CPU, 1 thread per job, {size}x{size} crops, {train['iterations']} iterations, width {width}"
+    base_t = fresh[fresh["method"] == "bsd_t0.5"]["seconds"].mean()
+    add("table_5", "Baseline", "inference_time_s", float(base_t), timing)
+    add("table_5", "MASH", "inference_time_s", float(selection["mash_seconds"].mean()), timing + "; 2 probes + final run")
+    for row in ("Baseline", "MASH"):
+        add("table_5", row, "params_M", params_ours, f"U-Net width {width}")
+        add("table_5", row, "flops_G", flops_ours, f"U-Net width {width}, 256x256x3, 1 MAC = 1 FLOP")
+    add("table_5", "U-Net at the paper's width 48 (counted)", "params_M", count_parameters(UNetN2N(3, 48)) / 1e6)
+    add("table_5", "U-Net at the paper's width 48 (counted)", "flops_G", conv_macs(UNetN2N(3, 48), 256, 256) / 1e9,
+        "256x256x3, 1 MAC = 1 FLOP")
+    for method in ("bm3d_white", "zs_n2n", "nlmeans"):
+        t = fresh[fresh["method"] == method]["seconds"]
+        if not t.empty:
+            add("table_5", LABELS[method], "inference_time_s", float(t.mean()), f"CPU, {size}x{size} crops")
+    for name, reason in {k: v for k, v in not_reproduced.items() if k in ("DIP", "Self2Self", "NN+denoiser",
+                                                                          "APBSN-single", "ScoreDVI")}.items():
+        add("table_5", name, "inference_time_s", float("nan"), "", reason)
+    out = pd.DataFrame(recs)
+    out["profile"] = runtime.get("profile", "")
+    out["data_fingerprint"] = manifest["fingerprint"].iloc[0] if "fingerprint" in manifest else ""
+    out["params"] = json.dumps(_flat({"train": train, "evaluate": {"column_groups": groups}}))
+    return out
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def selection_accuracy(per_image: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
+    """Per image: the best of the fixed ratios by PSNR (the oracle) and whether MASH's rule chose it."""
+    fixed = per_image[per_image["method"].str.fullmatch(r"bsd_t[0-9.]+")]
+    rows = []
+    for sel in selection.itertuples():
+        sub = fixed[fixed["image_id"] == sel.image_id]
+        if sub.empty:
+            continue
+        best = sub.loc[sub["psnr"].idxmax(), "method"]
+        best_tau = float(best.removeprefix("bsd_t"))
+        rows.append({"image_id": sel.image_id, "group": sel.group, "selected_tau": sel.tau, "best_tau": best_tau,
+                     "correct": bool(np.isclose(best_tau, sel.tau)), "epsilon": sel.epsilon})
+    return pd.DataFrame(rows, columns=["image_id", "group", "selected_tau", "best_tau", "correct", "epsilon"])
+
+
+def mlflow_rows(rows: pd.DataFrame, paper: dict[str, Any]) -> pd.DataFrame:
+    """Our table rows plus the paper's numbers (source=paper), for one MLflow run per row."""
+    return pd.concat([rows, paper_rows(paper)], ignore_index=True)
