@@ -74,15 +74,17 @@ def fit_bsd(
     checkpoint_every: int = 100,
     desc: str = "bsd",
     progress: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train one blind-spot U-Net on one noisy image; return its ensemble prediction and diagnostics.
 
     Returns `denoised` (H x W x C, 0-255, clipped), `residual_std` (sigma_hat of Eq. 8: std of the
     unclipped ensemble minus the noisy input, 0-255 units), `shuffled_fraction` and the loss `history`.
     """
-    y = to_tensor(noisy_255)
+    dev = torch.device(device if device != "cuda" or torch.cuda.is_available() else "cpu")
+    y = to_tensor(noisy_255).to(dev)
     torch.manual_seed(derive_seed(seed, "init"))
-    net = UNetN2N(in_channels=y.shape[1], width=width)
+    net = UNetN2N(in_channels=y.shape[1], width=width).to(dev)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=iterations)
     masks = torch_generator(derive_seed(seed, "masks"))
@@ -90,7 +92,7 @@ def fit_bsd(
     extra: dict[str, Any] = {"target": y.clone(), "shuffled_fraction": 0.0, "switched": False}
 
     def step_fn(step: int) -> dict[str, float]:
-        mask = bernoulli_mask(tuple(y.shape), tau, masks)
+        mask = bernoulli_mask(tuple(y.shape), tau, masks).to(dev)
         value = masked_loss(net(mask * y), extra["target"], mask, kind=loss)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
@@ -98,16 +100,16 @@ def fit_bsd(
         if lps and step == lps_iteration and not extra["switched"]:
             pseudo_clean = ensemble_predict(net, y, tau, num_predictions, masks) * 255.0
             target, fraction = lps_target(
-                y[0], pseudo_clean[0], tile=tile_size, block=std_block,
+                y[0].cpu(), pseudo_clean[0].cpu(), tile=tile_size, block=std_block,
                 rel_threshold=rel_threshold, generator=shuffle,
             )
-            extra.update(target=target[None], shuffled_fraction=float(fraction), switched=True)
+            extra.update(target=target[None].to(dev), shuffled_fraction=float(fraction), switched=True)
         return {"loss": float(value.detach())}
 
     state = TrainState(
         generators={"masks": masks, "shuffle": shuffle},
-        get_extra=lambda: dict(extra),
-        set_extra=extra.update,
+        get_extra=lambda: {**extra, "target": extra["target"].cpu()},
+        set_extra=lambda saved: extra.update({**saved, "target": saved["target"].to(dev)}),
     )
     history = train_loop(
         model=net, optimizer=optimizer, scheduler=scheduler, step_fn=step_fn, n_steps=iterations,
@@ -115,7 +117,7 @@ def fit_bsd(
         desc=desc, progress=progress,
     )
     prediction = ensemble_predict(net, y, tau, num_predictions, masks)
-    unclipped = to_image(prediction)
+    unclipped = to_image(prediction.cpu())
     return {
         "denoised": np.clip(unclipped, 0.0, 255.0),
         "residual_std": float(np.std(unclipped.astype(np.float64) - noisy_255.astype(np.float64))),
@@ -139,6 +141,7 @@ def run_job(
     checkpoint_root: str,
     code: str,
     psd: np.ndarray | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run (or read back from its cache) one job. Executed in a worker process."""
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -158,6 +161,7 @@ def run_job(
             seed=job_seed, lps=bool(job["lps"]), lps_iteration=int(train["lps_iteration"]),
             tile_size=int(job["tile_size"]), std_block=int(train["std_block"]), rel_threshold=float(rel),
             checkpointer=ckpt, checkpoint_every=int(train["checkpoint_every"]), desc=job["job_id"],
+            device=device,
         )
     else:
         out = _run_baseline(kind, noisy, train, job_seed, psd)

@@ -170,7 +170,8 @@ def train(jobs: pd.DataFrame, model_input: dict, oracle_psd: dict, train: dict[s
         {"job": {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()},
          "noisy": model_input[row["image_id"]], "train": train, "seed": int(runtime["seed"]),
          "checkpoint_root": str(train["checkpoint_dir"]), "code": code,
-         "psd": oracle_psd.get(row["image_id"]) if row["kind"] == "bm3d_psd" else None}
+         "psd": oracle_psd.get(row["image_id"]) if row["kind"] == "bm3d_psd" else None,
+         "device": str(runtime.get("device", "cpu"))}
         for row in jobs.to_dict("records")
     ]
     results = map_jobs(run_job, specs, workers=int(train["workers"]), threads=int(runtime["threads"]),

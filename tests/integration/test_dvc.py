@@ -1,0 +1,68 @@
+"""DVC drives the phases: `dvc repro` runs every stage, a second one runs nothing, and a report-only
+parameter change re-runs only the report stage (and the index that depends on it). Run on the ci
+profile in a throw-away copy of the project."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import make_project
+
+pytestmark = pytest.mark.slow
+
+
+def dvc(project: Path, *args: str) -> str:
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "KEDRO_DISABLE_TELEMETRY": "true",
+           "MPLBACKEND": "Agg"}
+    proc = subprocess.run([str(bindir / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc.stdout + proc.stderr
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory):
+    if shutil.which("git") is None:
+        pytest.fail("git is required for the DVC tests")
+    project = make_project(tmp_path_factory.mktemp("dvc"))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params.update(profile="ci", data_root="data/ci", reports_root="reports/ci")
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    # the stages' code deps live in the source tree: copy it too
+    shutil.copytree(Path(__file__).resolve().parents[2] / "src", project / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return project
+
+
+def test_repro_then_noop_then_report_only(dvc_project):
+    first = dvc(dvc_project, "repro")
+    assert {"pipelines/mash/dvc.yaml:ingest", "pipelines/mash/dvc.yaml:train",
+            "pipelines/mash/dvc.yaml:report", "index"} <= ran_stages(first)
+    assert (dvc_project / "reports" / "ci" / "README.md").is_file()
+
+    second = dvc(dvc_project, "repro")
+    assert ran_stages(second) == set(), second
+
+    base = dvc_project / "conf" / "base" / "parameters" / "mash.yml"
+    text = base.read_text()
+    assert "figure_dpi: 110" in text
+    base.write_text(text.replace("figure_dpi: 110", "figure_dpi: 90"))
+    third = dvc(dvc_project, "repro")
+    assert ran_stages(third) == {"pipelines/mash/dvc.yaml:report", "index"}, third
+
+    shown = dvc(dvc_project, "metrics", "show")
+    assert "table_1.MASH.sidd_val_psnr" in shown or "MASH" in shown
