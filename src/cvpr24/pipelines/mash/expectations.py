@@ -20,8 +20,9 @@ NOISY = standard_image_expectations(
                                        "polyu"]}),
     ("expect_column_values_to_not_be_null", {"column": "source"}),
 ]
+# The U-Net's inputs: noisy images cropped to multiples of 32, still in 0-255 (scaled to [0, 1] per job).
 MODEL_INPUT = standard_image_expectations(
-    value_range=(-300 / 255, 555 / 255), dtypes=["float32"], channels=[1, 3], multiple_of=UNET_MULTIPLE
+    value_range=(-300, 555), dtypes=["float32"], channels=[1, 3], multiple_of=UNET_MULTIPLE
 )
 JOBS: list[Expectation] = [
     ("expect_column_values_to_be_unique", {"column": "job_id"}),
