@@ -53,7 +53,7 @@ def _embedded(data: dict[str, Any], seed: int):
     c = data["camera"]
     for crop in c["crops"]:
         img = D.load_clean_crop(crop["name"], crop["top"], crop["left"], size)
-        for preset in c["presets"]:
+        for preset in crop["presets"]:
             sid = f"{preset.replace('pipeline_', 'cam_')}_{crop['name']}"
             rng = np.random.default_rng(_seed(seed, sid))
             noisy[sid] = D.camera_pipeline_noise(img, preset, rng).astype(np.float32)
@@ -140,7 +140,10 @@ def preprocess(clean: dict, noisy: dict, manifest: pd.DataFrame, prep: dict[str,
         group = meta.loc[sid, "group"]
         plan = [(float(t), False, tile) for t in prep["taus"]]
         plan += [(float(t), True, tile) for t in prep["lps_taus"]]
-        if group in prep.get("tile_size_groups", []):
+        t3 = prep.get("table3_lps") or {}
+        if group in t3.get("groups", []) and float(t3["tau"]) not in map(float, prep["lps_taus"]):
+            plan.append((float(t3["tau"]), True, tile))
+        if sid in prep.get("tile_size_images", []):
             plan += [(max(map(float, prep["lps_taus"])), True, int(s)) for s in prep["tile_sizes"]]
         for tau, lps, s in plan:
             method = _job_name(tau, lps, s, tile)
