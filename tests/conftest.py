@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COPY = ["pyproject.toml", "conf", "pipelines", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".telemetry"]
+COPY = ["pyproject.toml", "src", "conf", "pipelines", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore",
+        ".telemetry"]
 
 
 def make_project(dest: Path) -> Path:
@@ -20,7 +21,8 @@ def make_project(dest: Path) -> Path:
     for item in COPY:
         src = REPO / item
         if src.is_dir():
-            shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("local"))
+            shutil.copytree(src, dest / item,
+                            ignore=shutil.ignore_patterns("local", "__pycache__", "*.egg-info", "dvc.lock"))
         elif src.exists():
             (dest / item).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / item)

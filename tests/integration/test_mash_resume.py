@@ -64,7 +64,10 @@ def test_kill_then_rerun_matches_uninterrupted(tmp_path):
     got = _outputs(proj)
     assert set(got) == set(expected)
     for key in expected:
-        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+        if "__bsd_" in key:  # the trained networks: bit-identical after a kill and resume
+            np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+        else:  # BM3D's compiled library is not bit-deterministic between runs (~1e-5 grey levels)
+            np.testing.assert_allclose(got[key], expected[key], atol=1e-3, err_msg=key)
     import pandas as pd
 
     log = pd.read_parquet(proj / "data" / "ci" / "mash" / "07_model_output" / "job_log.parquet")
