@@ -27,7 +27,7 @@ from cvpr24.core.validation import add_divisibility, manifest_from_arrays, valid
 from cvpr24.pipelines.mash import data as D
 from cvpr24.pipelines.mash import expectations as E
 from cvpr24.pipelines.mash.method import code_fingerprint, run_job
-from cvpr24.pipelines.mash.model import SelectionRule, conv_macs, count_parameters, UNetN2N
+from cvpr24.pipelines.mash.model import SelectionRule, UNetN2N, conv_macs, count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,15 @@ def _log_history_to_mlflow(history: list[dict[str, Any]]) -> None:
         client.log_batch(run_id, metrics=batch[i: i + 900])
 
 
+def _find_job(grp: pd.DataFrame, sid: str, tau: float, lps: bool, tile: int) -> pd.Series:
+    hit = grp[(np.isclose(grp["tau"], tau)) & (grp["lps"] == lps) & (grp["tile_size"] == tile)]
+    if hit.empty:
+        raise ValueError(
+            f"MASH needs a job at tau={tau}, lps={lps} for {sid} but none was planned: add the ratio "
+            "to mash.preprocess.taus / lps_taus so it matches mash.train.selection")
+    return hit.iloc[0]
+
+
 def select(jobs: pd.DataFrame, job_log: pd.DataFrame, selection: dict[str, Any]) -> pd.DataFrame:
     """MASH's adaptive masking (Eq. 8-10): epsilon from the two probes, then tau and LPS per image."""
     rule = SelectionRule(**{k: float(selection[k]) for k in
@@ -218,13 +227,9 @@ def select(jobs: pd.DataFrame, job_log: pd.DataFrame, selection: dict[str, Any])
     default_tile = int(bsd["tile_size"].mode().iloc[0]) if not bsd.empty else 4
     rows = []
     for sid, grp in bsd.groupby("image_id", sort=False):
-        def find(tau: float, lps: bool) -> pd.Series:
-            hit = grp[(np.isclose(grp["tau"], tau)) & (grp["lps"] == lps) & (grp["tile_size"] == default_tile)]
-            if hit.empty:
-                raise ValueError(
-                    f"MASH needs a job at tau={tau}, lps={lps} for {sid} but none was planned: add the ratio "
-                    "to mash.preprocess.taus / lps_taus so it matches mash.train.selection")
-            return hit.iloc[0]
+        def find(tau: float, lps: bool, grp=grp, sid=sid) -> pd.Series:
+            return _find_job(grp, sid, tau, lps, default_tile)
+
         hi, lo = find(float(selection["probe_high"]), False), find(float(selection["probe_low"]), False)
         eps = abs(hi["residual_std"] - lo["residual_std"])
         tau, lps = rule.select(eps)
