@@ -10,6 +10,10 @@ and ends with the same weights as a run that was never interrupted.
 Checkpoints are written atomically (temporary file, fsync, rename) with a sha256 sidecar; a corrupt or
 truncated checkpoint is detected on load, reported with a warning, and the one before it is used.
 Checkpoints load with `torch.load(weights_only=True)`: they hold only tensors and plain containers.
+
+The loop is the same single-process or data-parallel (`cvpr24.core.distributed`): wrap the model with
+`distributed.wrap`, let `step_fn` use this rank's share of the global batch, and DDP averages the
+gradients; only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -193,11 +197,18 @@ def train_loop(
                 bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
             bar.update(1)
             done = step + 1
-            if checkpointer is not None and done < n_steps and done % every == 0:
+            # in data-parallel runs every rank holds the same state: rank 0 alone writes it
+            if checkpointer is not None and done < n_steps and done % every == 0 and _is_main():
                 checkpointer.save(done, snapshot(done))
     finally:
         bar.close()
     return history
+
+
+def _is_main() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def mlflow_step_logger(prefix: str) -> LogFn | None:
