@@ -73,6 +73,15 @@ def _worker(fn: Callable[..., Any], args: tuple, backend: str, timeout_s: float)
         dist.destroy_process_group()
 
 
+def _reason(failure: Any) -> str:
+    """One line per failed worker: its error's first line, or its exit code (a killed or exited process)."""
+    msg = failure.message
+    if isinstance(msg, dict):
+        msg = msg.get("message", "")
+    first = str(msg or "").strip().splitlines()[0][:300] if msg else ""
+    return first or f"exit code {failure.exitcode}"
+
+
 def launch(
     fn: Callable[..., Any],
     args: tuple = (),
@@ -112,7 +121,7 @@ def launch(
     try:
         results = elastic_launch(config, _worker)(fn, args, backend, timeout_s)
     except ChildFailedError as exc:
-        failed = ", ".join(f"rank {r}: {f.message or f'exit code {f.exitcode}'}" for r, f in exc.failures.items())
+        failed = ", ".join(f"rank {r}: {_reason(f)}" for r, f in sorted(exc.failures.items()))
         raise DistributedWorkerError(
             f"data-parallel training failed on {len(exc.failures)} of {nprocs * nnodes} workers ({failed}); "
             "the other workers were stopped. Re-run the same command to resume from the last checkpoint."

@@ -59,6 +59,8 @@ def test_two_workers_match_one_process():
 
 def test_dead_worker_fails_fast_with_a_clear_error():
     start = time.perf_counter()
-    with pytest.raises(D.DistributedWorkerError, match="rank 1"):
+    with pytest.raises(D.DistributedWorkerError, match=r"failed on [12] of 2 workers \(rank [01]: ") as err:
         D.launch(die_on_rank_one, nprocs=2, backend="gloo", timeout_s=30, threads_per_worker=1)
+    # whichever the agent records first: rank 1's exit, or rank 0's broken connection to it
+    assert "exit code 3" in str(err.value) or "Connection reset" in str(err.value) or "rank 1" in str(err.value)
     assert time.perf_counter() - start < 60

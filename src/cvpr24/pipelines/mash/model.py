@@ -149,7 +149,9 @@ def bernoulli_mask(shape: tuple[int, ...], tau: float, generator: torch.Generato
     return (u >= tau).float()
 
 
-def masked_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+def masked_loss(
+    output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str = "l1"
+) -> torch.Tensor:
     """Blind-spot loss (Eq. 4) on hidden entries only, normalised as in the official code: the sum of
     |(1 - m) * (output - target)| (l1) or its square (l2) divided by *all* H*W*C entries, which is what
     `nn.L1Loss(reduction='mean')((1 - m) * out, (1 - m) * t)` computes. The paper writes l2; the released
@@ -282,7 +284,9 @@ def shuffle_tiles(y: torch.Tensor, flat: torch.Tensor, tile: int, generator: tor
         return out
     n, s2 = fh * fw, tile * tile
     # (C, fh*tile, fw*tile) -> (C, n_tiles, tile*tile), tiles in row-major order.
-    tiles = y[:, : fh * tile, : fw * tile].reshape(c, fh, tile, fw, tile).permute(0, 1, 3, 2, 4).reshape(c, n, s2)
+    tiles = (
+        y[:, : fh * tile, : fw * tile].reshape(c, fh, tile, fw, tile).permute(0, 1, 3, 2, 4).reshape(c, n, s2)
+    )
     noise = torch.rand(n, s2, generator=generator, device=generator.device)
     perm = noise.argsort(dim=1).to(y.device)
     shuffled = tiles.gather(2, perm.unsqueeze(0).expand(c, n, s2))
