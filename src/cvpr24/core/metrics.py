@@ -8,7 +8,6 @@ metric is reported as unavailable, with the reason, never as a number.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,8 +98,3 @@ def lpips_distance(prediction: np.ndarray, reference: np.ndarray, data_range: fl
 
     with torch.no_grad():
         return float(_LPIPS_MODEL(to_tensor(prediction), to_tensor(reference)).item())
-
-
-def mean_or_nan(values: list[float]) -> float:
-    vals = [v for v in values if isinstance(v, float | int) and not math.isnan(v)]
-    return float(np.mean(vals)) if vals else float("nan")

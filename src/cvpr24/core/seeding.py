@@ -33,7 +33,3 @@ def torch_generator(seed: int) -> torch.Generator:
     gen = torch.Generator(device="cpu")
     gen.manual_seed(int(seed))
     return gen
-
-
-def numpy_rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(int(seed))

@@ -80,3 +80,17 @@ def test_final_result_supersedes_checkpoints(tmp_path):
     assert ckpt.load_final()["v"] == 1.5
     ckpt.final_path.write_bytes(b"garbage")
     assert ckpt.load_final() is None
+
+
+def test_step_metrics_go_to_the_active_mlflow_run(tmp_path):
+    import mlflow
+
+    from cvpr24.core.training import mlflow_step_logger
+
+    assert mlflow_step_logger("x") is None  # no active run: the caller logs the returned history
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
+    with mlflow.start_run() as run:
+        log_fn = mlflow_step_logger("job")
+        log_fn(3, {"loss": 0.5})
+    hist = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "job/loss")
+    assert [(m.step, m.value) for m in hist] == [(3, 0.5)]

@@ -23,6 +23,7 @@ from cvpr24.core import metrics as M
 from cvpr24.core.parallel import map_jobs
 from cvpr24.core.provenance import fingerprint_arrays
 from cvpr24.core.reporting import paper_rows
+from cvpr24.core.seeding import derive_seed
 from cvpr24.core.validation import add_divisibility, manifest_from_arrays, validate_manifest
 from cvpr24.pipelines.mash import data as D
 from cvpr24.pipelines.mash import expectations as E
@@ -44,7 +45,7 @@ def _embedded(data: dict[str, Any], seed: int):
         for beta in g["betas"]:
             tag = {0.0: "b0", 0.5: "b05", 1.0: "b1"}.get(float(beta), f"b{beta}")
             sid = f"gauss_{tag}_{crop['name']}"
-            rng = np.random.default_rng(_seed(seed, sid))
+            rng = np.random.default_rng(derive_seed(seed, sid))
             noisy[sid] = D.add_correlated_noise(img, float(g["sigma"]), float(beta), int(g["k"]), rng,
                                                 clip=bool(data["clip"])).astype(np.float32)
             clean[sid] = img
@@ -55,7 +56,7 @@ def _embedded(data: dict[str, Any], seed: int):
         img = D.load_clean_crop(crop["name"], crop["top"], crop["left"], size)
         for preset in crop["presets"]:
             sid = f"{preset.replace('pipeline_', 'cam_')}_{crop['name']}"
-            rng = np.random.default_rng(_seed(seed, sid))
+            rng = np.random.default_rng(derive_seed(seed, sid))
             noisy[sid] = D.camera_pipeline_noise(img, preset, rng).astype(np.float32)
             clean[sid] = img
             grey = img.shape[2] == 1
@@ -83,12 +84,6 @@ def _real(real: dict[str, Any]):
             meta[sid] = {"group": name, "source": str(cfg["root"]), "noise": "real",
                          "beta": float("nan"), "sigma": float("nan")}
     return clean, noisy, meta
-
-
-def _seed(seed: int, *keys: object) -> int:
-    from cvpr24.core.seeding import derive_seed
-
-    return derive_seed(seed, *keys)
 
 
 def ingest(data: dict[str, Any], runtime: dict[str, Any]):
