@@ -17,17 +17,17 @@ import sys
 import time
 from pathlib import Path
 
+from cvpr24.core.tracking import flatten
+
 RTOL, ATOL = 1e-3, 1e-3
 IGNORED_SUBSTRINGS = ("time", "seconds")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, float]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "/"))
-        elif isinstance(v, bool) or v is None:
+def _flatten(d: dict) -> dict[str, float | bool | None]:
+    """Comparable leaves of a metrics.json document, keyed `table/row/metric`."""
+    out: dict[str, float | bool | None] = {}
+    for key, v in flatten(d, sep="/").items():
+        if isinstance(v, bool) or v is None:
             out[key] = v
         elif isinstance(v, int | float):
             out[key] = float(v)

@@ -107,6 +107,38 @@ def log_table_runs(rows: pd.DataFrame, *, experiment: str, tracking_uri: str | N
     return created
 
 
+def flatten(d: dict, sep: str = ".", prefix: str = "") -> dict:
+    """Nested dict -> one level with joined keys (`{"a": {"b": 1}}` -> `{"a.b": 1}`)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, sep, key + sep))
+        else:
+            out[key] = v
+    return out
+
+
+def log_history_to_active_run(history: list[dict], prefix: str = "loss") -> None:
+    """Per-step training history (`{"job_id", "step", <metric>...}` records, e.g. collected from worker
+    processes that had no MLflow run) to the active kedro-mlflow run as `<prefix>/<job_id>` metrics;
+    a no-op without an active run."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    run = mlflow.active_run()
+    if run is None or not history:
+        return
+    batch = [
+        Metric(key=_safe_key(f"{prefix}/{h['job_id']}"[:200]) + ("" if k == "loss" else f"/{k}"),
+               value=float(v), timestamp=0, step=int(h["step"]))
+        for h in history for k, v in h.items() if k not in ("job_id", "step")
+    ]
+    client = mlflow.tracking.MlflowClient()
+    for i in range(0, len(batch), 900):
+        client.log_batch(run.info.run_id, metrics=batch[i: i + 900])
+
+
 def read_runs(experiment: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
     """All runs of an experiment as a DataFrame (tags.* and metrics.* columns, as mlflow.search_runs)."""
     import mlflow

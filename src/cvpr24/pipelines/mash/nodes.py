@@ -24,6 +24,7 @@ from cvpr24.core.parallel import map_jobs
 from cvpr24.core.provenance import fingerprint_arrays
 from cvpr24.core.reporting import paper_rows
 from cvpr24.core.seeding import derive_seed
+from cvpr24.core.tracking import flatten, log_history_to_active_run
 from cvpr24.core.validation import add_divisibility, manifest_from_arrays, validate_manifest
 from cvpr24.pipelines.mash import data as D
 from cvpr24.pipelines.mash import expectations as E
@@ -99,11 +100,9 @@ def ingest(data: dict[str, Any], runtime: dict[str, Any]):
         raise ValueError(f"mash.data.source must be 'embedded' or 'real', got {data['source']!r}")
     noisy_m = manifest_from_arrays(noisy, meta).assign(kind="noisy")
     clean_m = manifest_from_arrays(clean, meta).assign(kind="clean")
-    exps_noisy = E.NOISY if multiple == 32 else [e for e in E.NOISY if "_mod" not in str(e[1].get("column"))]
-    exps_clean = E.CLEAN if multiple == 32 else [e for e in E.CLEAN if "_mod" not in str(e[1].get("column"))]
-    validate_manifest(add_divisibility(noisy_m, 32), exps_noisy, dataset="mash.noisy", fix=fix)
+    validate_manifest(add_divisibility(noisy_m, 32), E.noisy(multiple), dataset="mash.noisy", fix=fix)
     if not clean_m.empty:
-        validate_manifest(add_divisibility(clean_m, 32), exps_clean, dataset="mash.clean", fix=fix)
+        validate_manifest(add_divisibility(clean_m, 32), E.clean(multiple), dataset="mash.clean", fix=fix)
     manifest = pd.concat([noisy_m, clean_m], ignore_index=True)
     manifest["fingerprint"] = fingerprint_arrays(noisy)
     return clean, noisy, manifest
@@ -184,24 +183,8 @@ def train(jobs: pd.DataFrame, model_input: dict, oracle_psd: dict, train: dict[s
         history += [{"job_id": r["job_id"], **h} for h in r["history"]]
     n_cached = sum(r["cached"] for r in results)
     log.info("mash train: %d jobs (%d read back from the job cache)", len(results), n_cached)
-    _log_history_to_mlflow(history)
+    log_history_to_active_run(history, prefix="loss")
     return outputs, pd.DataFrame(log_rows), pd.DataFrame(history, columns=["job_id", "step", "loss"])
-
-
-def _log_history_to_mlflow(history: list[dict[str, Any]]) -> None:
-    """Per-step training losses to the active kedro-mlflow run (no-op without one)."""
-    import mlflow
-
-    if mlflow.active_run() is None or not history:
-        return
-    from mlflow.entities import Metric
-
-    client, run_id = mlflow.tracking.MlflowClient(), mlflow.active_run().info.run_id
-    stamp = 0
-    batch = [Metric(key=f"loss/{h['job_id'][:200]}", value=float(h["loss"]), timestamp=stamp, step=int(h["step"]))
-             for h in history]
-    for i in range(0, len(batch), 900):
-        client.log_batch(run_id, metrics=batch[i: i + 900])
 
 
 def _find_job(grp: pd.DataFrame, sid: str, tau: float, lps: bool, tile: int) -> pd.Series:
@@ -365,18 +348,7 @@ def table_rows(per_image: pd.DataFrame, selection: pd.DataFrame, jobs: pd.DataFr
     out = pd.DataFrame(recs)
     out["profile"] = runtime.get("profile", "")
     out["data_fingerprint"] = manifest["fingerprint"].iloc[0] if "fingerprint" in manifest else ""
-    out["params"] = json.dumps(_flat({"train": train, "evaluate": {"column_groups": groups}}))
-    return out
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
+    out["params"] = json.dumps(flatten({"train": train, "evaluate": {"column_groups": groups}}))
     return out
 
 
