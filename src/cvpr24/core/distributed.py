@@ -4,8 +4,15 @@ behind `torchrun`).
 `launch(fn, args, nprocs=N)` starts N worker processes on this node (gloo on CPU, NCCL on GPU), each with
 its RANK / WORLD_SIZE / LOCAL_RANK set and a process group initialised, runs `fn(*args)` in each and
 returns rank 0's return value (e.g. the trained weights). The same training code runs unchanged with
-N = 1 (no launcher, no process group). Across nodes, set `nnodes` and a rendezvous endpoint
-(`host:port` of node 0) in `conf/<env>/parameters.yml` under `runtime.distributed`.
+N = 1 (no launcher, no process group).
+
+Where the workers meet is configuration, not code: the `runtime.distributed` block of
+`conf/<env>/parameters.yml` (see `DistributedSettings`) gives the number of nodes, the rendezvous endpoint
+(`host:port` of node 0), the job id shared by all nodes, the backend and the timeout. `DistributedHooks`
+(registered in the project's settings) reads it when a Kedro session starts, and `launch` uses it for every
+call that does not name its own topology; `launch_from_params` does the same from an explicit block. A
+Kedro node asks only for its number of workers per node (e.g. `cms.train.world_size`), so the same node runs
+on one CPU, one multi-GPU node, or several nodes, with only the conf changed.
 
 A worker that dies makes `launch` raise `DistributedWorkerError` naming the failed rank(s) instead of
 hanging: the elastic agent notices the dead process and stops the others, and collective operations have
@@ -14,18 +21,111 @@ a bounded timeout (`timeout_s`).
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+log = logging.getLogger(__name__)
+
 
 class DistributedWorkerError(RuntimeError):
     """One or more data-parallel workers failed; the message names them and their error."""
+
+
+@dataclass(frozen=True)
+class DistributedSettings:
+    """The `runtime.distributed` block of `conf/<env>/parameters.yml`.
+
+    nnodes         machines taking part; every one runs the same command
+    rdzv_endpoint  `host:port` of the rendezvous (node 0); None: a free port on 127.0.0.1 (one node only)
+    rdzv_id        job id, identical on every node (None: derived from the endpoint)
+    backend        "gloo" | "nccl" | None (NCCL when CUDA is available, else gloo)
+    timeout_s      bound on the rendezvous and on every collective: a lost worker fails the run, never hangs
+    local_addr     the address this node announces to the others (None: its host name)
+    """
+
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None
+    rdzv_id: str | None = None
+    backend: str | None = None
+    timeout_s: float = 120.0
+    local_addr: str | None = None
+
+    def __post_init__(self):
+        if int(self.nnodes) < 1:
+            raise ValueError(f"runtime.distributed.nnodes must be >= 1, got {self.nnodes}")
+        if int(self.nnodes) > 1 and not self.rdzv_endpoint:
+            raise ValueError(
+                f"runtime.distributed.nnodes is {self.nnodes} but no rdzv_endpoint is set: give node 0's "
+                "host:port (e.g. rdzv_endpoint: node0.lab:29400) in conf/<env>/parameters.yml"
+            )
+        if self.rdzv_endpoint and ":" not in str(self.rdzv_endpoint):
+            raise ValueError(f"runtime.distributed.rdzv_endpoint must be host:port, got {self.rdzv_endpoint!r}")
+        if self.backend not in (None, "gloo", "nccl"):
+            raise ValueError(f"runtime.distributed.backend must be gloo, nccl or null, got {self.backend!r}")
+
+
+_CONFIGURED: DistributedSettings | None = None
+
+
+def settings_from_params(params: Mapping[str, Any] | None) -> DistributedSettings:
+    """A `DistributedSettings` from the `runtime` parameters (or their `distributed` block itself)."""
+    params = dict(params or {})
+    block = params["distributed"] if "distributed" in params else params
+    known = {f.name for f in fields(DistributedSettings)}
+    unknown = sorted(set(block or {}) - known)
+    if unknown:
+        raise ValueError(f"runtime.distributed has unknown keys {unknown}; known: {sorted(known)}")
+    clean = {k: v for k, v in (block or {}).items() if v is not None}
+    if "nnodes" in clean:
+        clean["nnodes"] = int(clean["nnodes"])
+    if "timeout_s" in clean:
+        clean["timeout_s"] = float(clean["timeout_s"])
+    return DistributedSettings(**clean)
+
+
+def configure(settings: DistributedSettings | Mapping[str, Any] | None) -> DistributedSettings | None:
+    """Make `settings` the topology `launch` uses when a call does not give its own (None resets)."""
+    global _CONFIGURED
+    if settings is not None and not isinstance(settings, DistributedSettings):
+        settings = settings_from_params(settings)
+    _CONFIGURED = settings
+    # spawned workers and nodes started by the same shell inherit it through the environment
+    if settings is None:
+        os.environ.pop("CVPR24_DISTRIBUTED", None)
+    else:
+        import json
+
+        os.environ["CVPR24_DISTRIBUTED"] = json.dumps(asdict(settings))
+    return settings
+
+
+def configured() -> DistributedSettings:
+    """The settings `launch` uses by default: `configure`d ones, else single-node defaults."""
+    if _CONFIGURED is not None:
+        return _CONFIGURED
+    raw = os.environ.get("CVPR24_DISTRIBUTED")
+    if raw:
+        import json
+
+        return settings_from_params(json.loads(raw))
+    return DistributedSettings()
+
+
+def _run_id(settings: DistributedSettings, nnodes: int) -> str:
+    if settings.rdzv_id:
+        return str(settings.rdzv_id)
+    if nnodes > 1:  # every node must present the same id: derive it from what they share
+        return "cvpr24-" + hashlib.sha256(str(settings.rdzv_endpoint).encode()).hexdigest()[:8]
+    return f"cvpr24-{uuid.uuid4().hex[:8]}"
 
 
 def rank() -> int:
@@ -93,37 +193,63 @@ def launch(
     timeout_s: float = 120.0,
     threads_per_worker: int | None = None,
 ) -> Any:
-    """Run `fn(*args)` data-parallel on `nprocs` workers per node; return rank 0's result.
+    """Run `fn(*args)` data-parallel on `nprocs` workers per node; return rank 0's result (None on the
+    other nodes of a multi-node job).
 
     `fn` must be a module-level function (workers are spawned). With `nprocs == 1 and nnodes == 1` it
-    simply calls `fn(*args)` in this process.
+    simply calls `fn(*args)` in this process. A call that leaves `nnodes` and `rdzv_endpoint` at their
+    defaults takes the topology (nodes, endpoint, job id, backend, local address, timeout) from the
+    configured `runtime.distributed` block (`configure`, `DistributedHooks`).
     """
+    if nnodes == 1 and rdzv_endpoint is None:
+        conf = configured()
+        settings = replace(conf, backend=backend or conf.backend,
+                           timeout_s=timeout_s if timeout_s != 120.0 else conf.timeout_s)
+    else:
+        settings = DistributedSettings(nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, backend=backend,
+                                       timeout_s=timeout_s)
+    return _launch(fn, args, nprocs, settings, threads_per_worker)
+
+
+def launch_from_params(fn: Callable[..., Any], args: tuple = (), *, nprocs: int = 1,
+                       runtime: Mapping[str, Any] | None = None,
+                       threads_per_worker: int | None = None) -> Any:
+    """`launch` with the topology of a `runtime` parameters dict (its `distributed` block), e.g. a node's
+    `params:runtime`."""
+    return _launch(fn, args, nprocs, settings_from_params((runtime or {}).get("distributed") or {}),
+                   threads_per_worker)
+
+
+def _launch(fn: Callable[..., Any], args: tuple, nprocs: int, settings: DistributedSettings,
+            threads_per_worker: int | None) -> Any:
+    nnodes = settings.nnodes
     if nprocs <= 1 and nnodes <= 1:
         return fn(*args)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    backend = backend or default_backend()
+    backend = settings.backend or default_backend()
     if threads_per_worker is not None:
         os.environ["OMP_NUM_THREADS"] = str(threads_per_worker)
     config = LaunchConfig(
         min_nodes=nnodes,
         max_nodes=nnodes,
         nproc_per_node=nprocs,
-        run_id=f"cvpr24-{uuid.uuid4().hex[:8]}",
+        run_id=_run_id(settings, nnodes),
         rdzv_backend="c10d",
-        rdzv_endpoint=rdzv_endpoint or "127.0.0.1:0",
-        rdzv_configs={"timeout": int(timeout_s)},
+        rdzv_endpoint=settings.rdzv_endpoint or "127.0.0.1:0",
+        rdzv_configs={"timeout": int(settings.timeout_s)},
+        local_addr=settings.local_addr,
         max_restarts=0,
         monitor_interval=0.5,
         start_method="spawn",
     )
     try:
-        results = elastic_launch(config, _worker)(fn, args, backend, timeout_s)
+        results = elastic_launch(config, _worker)(fn, args, backend, settings.timeout_s)
     except ChildFailedError as exc:
         failed = ", ".join(f"rank {r}: {_reason(f)}" for r, f in sorted(exc.failures.items()))
         raise DistributedWorkerError(
             f"data-parallel training failed on {len(exc.failures)} of {nprocs * nnodes} workers ({failed}); "
             "the other workers were stopped. Re-run the same command to resume from the last checkpoint."
         ) from exc
-    return results[0]
+    return results.get(0)  # rank 0 lives on node 0; the other nodes return None
