@@ -47,6 +47,8 @@ def ensure_experiment(client, name: str) -> str:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
+    if str(client.tracking_uri).startswith(("http://", "https://")):
+        return client.create_experiment(name)  # a tracking server: it chooses (and serves) the artifacts
     location = (ARTIFACT_ROOT / name).resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
 

@@ -83,11 +83,13 @@ def test_relight_is_linear_and_flip_mirrors_columns():
     g = torch.Generator().manual_seed(0)
     basis = torch.rand(2, 6, 5, 3, generator=g, dtype=torch.float64)
     pa, pb = (torch.rand(3, 2, 3, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    basis = M.channel_first(basis)
     lhs = M.relight(basis, pa + pb, 0.7)
     assert torch.allclose(lhs, M.relight(basis, pa, 0.7) + M.relight(basis, pb, 0.7), atol=1e-10)
     # a pattern lighting only column 0 weights the basis images of the mirrored column (cols - 1)
     basis = torch.zeros(1, 9 * 16, 1, 3, dtype=torch.float64)
     basis[0, 15, 0] = 1.0  # row 0, column 15
+    basis = M.channel_first(basis)
     light = torch.zeros(1, 9, 16, 3, dtype=torch.float64)
     light[0, 0, 0] = 1.0
     assert M.relight(basis, light, 1.0, column_flip=True).sum() == 3
@@ -172,7 +174,7 @@ def test_gradient_of_the_whole_chain_matches_finite_differences():
     the reconstructor (both its images and its light vectors) and the cosine loss on a tiny instance."""
     g = torch.Generator().manual_seed(0)
     rows, cols, n_pat, p = 2, 3, 2, 5
-    basis = 0.2 + torch.rand(1, rows * cols, p, 3, generator=g, dtype=torch.float64)
+    basis = M.channel_first(0.2 + torch.rand(1, rows * cols, p, 3, generator=g, dtype=torch.float64))
     dirs = torch.from_numpy(_unit(np.c_[np.random.default_rng(1).uniform(-0.5, 0.5, (p, rows * cols, 2)),
                                         -np.ones((p, rows * cols, 1))]))
     target = torch.from_numpy(_unit(np.c_[np.random.default_rng(2).uniform(-0.3, 0.3, (p, 2)), -np.ones((p, 1))]))[None]
@@ -216,3 +218,11 @@ def test_step_lr_schedule_counts_epochs():
         sched.step()
     assert lrs[0] == pytest.approx(0.3) and lrs[4] == pytest.approx(0.3)
     assert lrs[5] == pytest.approx(0.09) and lrs[10] == pytest.approx(0.027)
+
+
+def test_solve3_matches_linalg_solve():
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(50, 3, 3, generator=g, dtype=torch.float64)
+    a = m @ m.transpose(-1, -2) + 0.1 * torch.eye(3, dtype=torch.float64)
+    b = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    assert torch.allclose(M.solve3(a, b), torch.linalg.solve(a, b), atol=1e-9)

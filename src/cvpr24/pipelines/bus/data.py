@@ -279,6 +279,72 @@ def read_gta5(root: str | Path, max_images: int | None = None) -> list[Sample]:
     return out
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+
+
+def read_png16(path: Path) -> np.ndarray:
+    """Decode a non-interlaced 8/16-bit grey/RGB(A) PNG with NumPy. Pillow reads 16-bit RGB PNGs (SYNTHIA's
+    label format) as 8-bit and loses the class ids, so SYNTHIA labels go through this reader."""
+    import struct
+    import zlib
+
+    raw = Path(path).read_bytes()
+    if raw[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"{path} is not a PNG file")
+    pos, idat, header = 8, [], None
+    while pos < len(raw):
+        (length,) = struct.unpack(">I", raw[pos:pos + 4])
+        kind, body = raw[pos + 4:pos + 8], raw[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None:
+        raise ValueError(f"{path}: PNG without an IHDR chunk")
+    width, height, depth, ctype, _, _, interlace = header
+    if ctype not in _PNG_CHANNELS or depth not in (8, 16) or interlace:
+        raise ValueError(f"{path}: unsupported PNG (colour type {ctype}, depth {depth}, interlace {interlace})")
+    ch = _PNG_CHANNELS[ctype]
+    bpp = ch * depth // 8
+    try:
+        data = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
+    except zlib.error as exc:
+        raise ValueError(f"{path}: corrupt PNG data ({exc}); re-extract it from the dataset archive") from exc
+    stride = width * bpp
+    rows = data[: height * (stride + 1)].reshape(height, stride + 1)
+    out = np.zeros((height, stride), np.uint8)
+    prior = np.zeros(stride, np.uint8)
+    for y in range(height):
+        ftype, line = rows[y, 0], rows[y, 1:].astype(np.int32)
+        if ftype == 0:
+            rec = line
+        elif ftype == 1:  # Sub: a running sum per byte position within a pixel
+            rec = np.cumsum(line.reshape(width, bpp), axis=0).reshape(-1)
+        elif ftype == 2:
+            rec = line + prior
+        else:  # Average / Paeth depend on the reconstructed left pixel: one pixel at a time
+            rec = np.zeros(stride, np.int32)
+            up = prior.astype(np.int32)
+            for x in range(0, stride, bpp):
+                left = rec[x - bpp:x] if x else np.zeros(bpp, np.int32)
+                if ftype == 3:
+                    pred = (left + up[x:x + bpp]) // 2
+                else:
+                    ul = up[x - bpp:x] if x else np.zeros(bpp, np.int32)
+                    p = left + up[x:x + bpp] - ul
+                    pa, pb, pc = np.abs(p - left), np.abs(p - up[x:x + bpp]), np.abs(p - ul)
+                    pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up[x:x + bpp], ul))
+                rec[x:x + bpp] = (line[x:x + bpp] + pred) % 256
+        out[y] = rec % 256
+        prior = out[y]
+    arr = out.view(">u2").astype(np.uint16) if depth == 16 else out
+    arr = arr.reshape(height, width, ch)
+    return arr[..., 0] if ch == 1 else arr
+
+
 def read_synthia(root: str | Path, max_images: int | None = None) -> list[Sample]:
     """SYNTHIA RAND-CITYSCAPES: `root/RGB/*.png` with `root/GT/LABELS/*.png` (16-bit, class id in channel 0),
     converted to Cityscapes label ids (SYNTHIA's void and the classes it lacks become 0 = unlabelled)."""
@@ -296,7 +362,7 @@ def read_synthia(root: str | Path, max_images: int | None = None) -> list[Sample
         lab_path = lab_dir / img_path.name
         label = None
         if lab_path.is_file():
-            raw = read_png(lab_path)
+            raw = read_png16(lab_path)
             if raw.ndim == 3:
                 raw = raw[..., 0]
             if raw.dtype != np.uint16:

@@ -237,10 +237,10 @@ def semi_supervised_kmeans(x: np.ndarray, labelled: np.ndarray, y_lab: np.ndarra
     return assign
 
 
-def kmeans(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+def kmeans(x: np.ndarray, k: int, seed: int = 0, n_init: int = 10) -> np.ndarray:
     from sklearn.cluster import KMeans
 
-    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(np.asarray(x, np.float64))
+    return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(np.asarray(x, np.float64))
 
 
 def knn_purity(x: np.ndarray, y: np.ndarray, k: int = 8) -> float:

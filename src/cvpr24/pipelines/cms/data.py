@@ -161,9 +161,11 @@ def to_float(images: np.ndarray) -> torch.Tensor:
 
 def augment(x: torch.Tensor, gen: torch.Generator, *, max_shift: float = 2.0, max_rot_deg: float = 10.0,
             scale: tuple[float, float] = (0.9, 1.1), noise: float = 0.05, cutout: int = 3,
-            cutout_p: float = 0.3, hflip: bool = False) -> torch.Tensor:
+            cutout_p: float = 0.3, hflip: bool = False, colour: bool = False,
+            grayscale_p: float = 0.2) -> torch.Tensor:
     """The spec's training view, batched: random translation (+-max_shift px), rotation, scale, optional
-    horizontal flip, additive Gaussian noise and a random cutout square with probability p. All random
+    horizontal flip, optional colour nuisance (RGB only: channel permutation, brightness, grayscale with
+    probability `grayscale_p`), additive Gaussian noise and a random cutout square with probability p. All random
     numbers come from `gen`, drawn for the whole batch at once (so any sharding of the batch over
     workers sees the same views)."""
     n, _, h, w = x.shape
@@ -177,6 +179,12 @@ def augment(x: torch.Tensor, gen: torch.Generator, *, max_shift: float = 2.0, ma
     theta = torch.stack([torch.stack([cos * sx, -sin / sc, tx], 1), torch.stack([sin * sx, cos / sc, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if colour and x.shape[1] == 3:  # DINO-style colour nuisance: channel permutation, brightness, grayscale
+        perm = torch.rand(n, 3, generator=gen).argsort(dim=1)
+        out = out.gather(1, perm[:, :, None, None].expand(-1, -1, h, w))
+        out = out * (0.6 + 0.8 * torch.rand(n, 1, 1, 1, generator=gen))
+        grey = torch.rand(n, generator=gen) < grayscale_p
+        out = torch.where(grey[:, None, None, None], out.mean(1, keepdim=True).expand_as(out), out)
     out = out + noise * torch.randn(out.shape, generator=gen)
     if cutout > 0 and cutout_p > 0:
         on = torch.rand(n, generator=gen) < cutout_p
@@ -206,7 +214,8 @@ class _SafeUnpickler(pickle.Unpickler):
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict"), ("builtins", "set")}
+               ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict"), ("builtins", "set"),
+               ("_codecs", "encode")}  # how protocol-2 pickles written by Python 3 store bytes
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
@@ -218,7 +227,14 @@ def load_data_pickle(path: str | Path) -> Any:
     """Load a DATA pickle (CIFAR batch, SSB split file) from a user-given path with the restricted
     unpickler above (latin1 for the Python-2 CIFAR pickles)."""
     data = Path(path).read_bytes()
-    return _SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
+    try:
+        return _SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        if "refusing" in str(exc):
+            raise pickle.UnpicklingError(f"{path}: {exc}") from exc
+        raise ValueError(f"{path}: not a readable data pickle ({exc}); re-extract it from the original archive") from exc
+    except (EOFError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ValueError(f"{path}: not a readable data pickle ({exc!r}); re-extract it from the original archive") from exc
 
 
 def _images_from_files(files: list[Path], size: int) -> np.ndarray:

@@ -57,7 +57,8 @@ def code_fingerprint() -> str:
 def _aug_kwargs(aug: dict[str, Any]) -> dict[str, Any]:
     return {"max_shift": float(aug["max_shift"]), "max_rot_deg": float(aug["max_rot_deg"]),
             "scale": tuple(float(s) for s in aug["scale"]), "noise": float(aug["noise"]),
-            "cutout": int(aug["cutout"]), "cutout_p": float(aug["cutout_p"]), "hflip": bool(aug.get("hflip", False))}
+            "cutout": int(aug["cutout"]), "cutout_p": float(aug["cutout_p"]), "hflip": bool(aug.get("hflip", False)),
+            "colour": bool(aug.get("colour", False)), "grayscale_p": float(aug.get("grayscale_p", 0.2))}
 
 
 @torch.no_grad()
@@ -174,6 +175,14 @@ def select_on_heldout(net: CMSNet, x: torch.Tensor, y: np.ndarray, n_old: int, n
     return {"all": a, "old": o, "new": nw, "k_est": ks["k_est"], "score": ks["score"], "curve": ks["curve"]}
 
 
+def sampler_weights(labelled: torch.Tensor) -> torch.Tensor:
+    """The official WeightedRandomSampler weights: 1 for labelled images, |D_L|/|D_U| for unlabelled ones
+    (so a batch drawn with replacement holds about as many labelled as unlabelled images)."""
+    labelled = torch.as_tensor(labelled, dtype=torch.bool)
+    n_l, n_u = int(labelled.sum()), int((~labelled).sum())
+    return torch.where(labelled, 1.0, n_l / max(n_u, 1)).double()
+
+
 def fit_cms(spec: dict[str, Any]) -> dict[str, Any]:
     """One CMS (or ablation / GCD-baseline) fine-tuning run. Module-level so data-parallel workers can
     run it. `spec`: images, labels, labelled, heldout_x, heldout_y, n_old, n_classes, variant, train,
@@ -200,9 +209,7 @@ def fit_cms(spec: dict[str, Any]) -> dict[str, Any]:
         return eta + (1.0 - eta) * 0.5 * (1.0 + float(np.cos(np.pi * (step // spe) / epochs)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
-    n_l, n_u = int(labelled.sum()), int((~labelled).sum())
-    weights = torch.where(labelled, 1.0, n_l / max(n_u, 1)).double() if tr.get("weighted_sampler", True) \
-        else torch.ones(len(images), dtype=torch.float64)
+    weights = sampler_weights(labelled) if tr.get("weighted_sampler", True) else torch.ones(len(images), dtype=torch.float64)
     gen_batch = torch_generator(derive_seed(seed, "cms_batches", variant["name"]))
     gen_aug = torch_generator(derive_seed(seed, "cms_aug", variant["name"]))
     kw = _aug_kwargs(spec["aug"])

@@ -125,8 +125,8 @@ def preprocess(raw: dict[str, np.ndarray], manifest: pd.DataFrame, data: dict[st
                                   "is_old": tr["is_old"], "labelled_new_class": tr["labelled"] & ~tr["is_old"]}))
         rows.append(pd.DataFrame({"sample_id": ids[held], "dataset": name, "split": "heldout", "y": y_held,
                                   "is_old": y_held < len(old), "labelled_new_class": False}))
-        for s, mask, is_old in (("labelled", tr["labelled"], tr["is_old"]), ("unlabelled", ~tr["labelled"], tr["is_old"]),
-                                ("heldout", np.ones(int(held.sum()), bool), y_held < len(old))):
+        for s, mask in (("labelled", tr["labelled"]), ("unlabelled", ~tr["labelled"]),
+                        ("heldout", np.ones(int(held.sum()), bool))):
             sizes.append({"sample_id": f"{name}/{s}", "dataset": name, "split": s, "n": int(mask.sum()),
                           "n_old_classes": int(len(np.unique(tr["y"][tr["labelled"]]))) if s == "labelled" else len(old)})
     split_manifest = pd.concat(rows, ignore_index=True)
@@ -199,8 +199,9 @@ def train(model_input: dict[str, np.ndarray], pretrained: dict[str, np.ndarray],
                         "heldout_x": D.to_float(model_input[f"{name}__x_heldout"]),
                         "heldout_y": model_input[f"{name}__y_heldout"],
                         "n_old": int(model_input[f"{name}__n_old"]), "n_classes": int(cfg["n_classes"]),
-                        "variant": dict(variant), "train": {**{k: v for k, v in tr.items() if k != "variants"},
-                                                            "epochs": int(cfg.get("train_epochs", tr["epochs"]))},
+                        "variant": dict(variant),
+                        "train": {**{k: v for k, v in tr.items() if k != "variants"}, **cfg.get("train", {}),
+                                  "epochs": int(cfg.get("train_epochs", tr["epochs"]))},
                         "model": {**cfg["model"], "head": head}, "aug": cfg["aug"], "backbone": backbone,
                         "backbone_key": fingerprint_json({k: float(v.sum()) for k, v in backbone.items()}),
                         "seed": s, "checkpoint_dir": str(tr["checkpoint_dir"]),
@@ -247,10 +248,15 @@ def _embed_head(model_input, weights, name, key, cfg, head) -> np.ndarray:
     return M.embed(net, x).numpy(), F.normalize(M.embed(net.backbone, x), dim=-1).numpy()
 
 
-def _tsne(x: np.ndarray, idx: np.ndarray, seed: int) -> np.ndarray:
+def _project_2d(x: np.ndarray, idx: np.ndarray, seed: int, method: str) -> np.ndarray:
+    """2-D view of embeddings for the figures: t-SNE (default) or PCA (ci: fast)."""
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(2, random_state=seed).fit_transform(x[idx]).astype(np.float32)
     from sklearn.manifold import TSNE
 
-    return TSNE(2, init="pca", perplexity=30, random_state=seed, max_iter=500).fit_transform(x[idx]).astype(np.float32)
+    return TSNE(2, init="pca", perplexity=30, random_state=seed, max_iter=300).fit_transform(x[idx]).astype(np.float32)
 
 
 def evaluate(model_input: dict[str, np.ndarray], pretrained: dict[str, np.ndarray], weights: dict[str, np.ndarray],
@@ -280,7 +286,7 @@ def evaluate(model_input: dict[str, np.ndarray], pretrained: dict[str, np.ndarra
         base.eval()
         f0 = F.normalize(M.embed(base, x), dim=-1).numpy()
         for seed in sorted(logs["seed"].unique()):
-            add("kmeans", int(seed), C.kmeans(f0, k_gt, seed=int(seed)), k_gt)
+            add("kmeans", int(seed), C.kmeans(f0, k_gt, seed=int(seed), n_init=int(ev.get("kmeans_n_init", 10))), k_gt)
         for r in logs.itertuples():
             seed = int(r.seed)
             v, fb = _embed_head(model_input, weights, name, r.run, cfg, head)
@@ -331,7 +337,9 @@ def evaluate(model_input: dict[str, np.ndarray], pretrained: dict[str, np.ndarra
             if seed == int(logs["seed"].min()):
                 rng = np.random.default_rng(derive_seed(seed, "tsne", name))
                 idx = np.sort(rng.choice(len(y), min(len(y), int(ev["tsne_points"])), replace=False))
-                emb.update({f"{name}__before": _tsne(f0, idx, seed), f"{name}__after": _tsne(v, idx, seed),
+                proj = ev.get("projection_2d", "tsne")
+                emb.update({f"{name}__before": _project_2d(f0, idx, seed, proj),
+                            f"{name}__after": _project_2d(v, idx, seed, proj),
                             f"{name}__y": y[idx], f"{name}__is_old": is_old[idx], f"{name}__labelled": lab[idx]})
     results = pd.DataFrame(res)
     for col in ("ims_t", "ims_iterations"):

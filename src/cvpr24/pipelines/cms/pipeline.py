@@ -30,7 +30,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(n.mlflow_rows, ["cms.table_rows", "cms.paper"], "cms.mlflow_runs", name="cms_log_runs",
                  tags=["evaluate"]),
             node(render, ["cms.results", "cms.curves", "cms.embeddings", "cms.train_log", "cms.table_rows",
-                          "cms.paper", "params:cms.report", "params:cms.data", "params:runtime"],
+                          "cms.paper", "params:cms.report", "params:cms.data",
+                          "params:cms.evaluate.column_datasets", "params:runtime"],
                  "cms.report", name="cms_report", tags=["report"]),
         ]
     )

@@ -18,7 +18,6 @@ from cvpr24.core.reporting import (
     table_markdown,
     table_specs,
 )
-from cvpr24.pipelines.cms.nodes import DATASET_LABELS
 
 DATA_DESC = {
     "digits": "digits-gcd: scikit-learn's bundled 8x8 digits upsampled to 16x16, old classes 0-4, half of their "
@@ -129,10 +128,10 @@ def figure_embeddings(emb: dict[str, np.ndarray], datasets: list[str], dpi: int)
             ax.scatter(xy[old, 0], xy[old, 1], c=col[old], s=9, marker="o", linewidths=0, label="old classes (o)")
             ax.scatter(xy[~old, 0], xy[~old, 1], c=col[~old], s=14, marker="^", linewidths=0, label="new classes (^)")
             ax.set_title(f"{d}: {title}", fontsize=9)
-            ax.set_xlabel("t-SNE 1 (a.u.)")
-            ax.set_ylabel("t-SNE 2 (a.u.)")
+            ax.set_xlabel("component 1 (a.u.)")
+            ax.set_ylabel("component 2 (a.u.)")
             ax.legend(fontsize=7, loc="best")
-    fig.suptitle("2-D t-SNE of the embeddings, coloured by true class; circles = old classes, triangles = new",
+    fig.suptitle("2-D projection (t-SNE; PCA in the ci profile) of the embeddings, coloured by true class; circles = old classes, triangles = new",
                  fontsize=10)
     return figure_png(fig, dpi)
 
@@ -200,7 +199,7 @@ def figure_ims_steps(curves: pd.DataFrame, dpi: int) -> bytes:
 # ------------------------------------------------------------------------------------------- render
 def render(results: pd.DataFrame, curves: pd.DataFrame, emb: dict[str, np.ndarray], train_log: pd.DataFrame,
            rows: pd.DataFrame, paper: dict[str, Any], params: dict[str, Any], data: dict[str, Any],
-           runtime: dict[str, Any]) -> dict[str, str | bytes]:
+           column_datasets: dict[str, str | None], runtime: dict[str, Any]) -> dict[str, str | bytes]:
     files: dict[str, str | bytes] = {}
     dpi = int(params.get("figure_dpi", 110))
     claims = check_claims(results, curves, train_log, data, params)
@@ -219,7 +218,7 @@ def render(results: pd.DataFrame, curves: pd.DataFrame, emb: dict[str, np.ndarra
     for table_id, spec in table_specs(paper).items():
         display, notes = compose_table(spec, rows)
         for col in spec.columns:
-            ds = params.get("column_datasets", {}).get(col.get("dataset"))
+            ds = column_datasets.get(col.get("dataset"))
             if ds:
                 col["ours"] = DATA_DESC.get(ds, ds).split(":")[0]
         md = table_markdown(spec, display, notes)

@@ -211,7 +211,8 @@ def encode_normals(n: np.ndarray) -> np.ndarray:
 def decode_normals(v: np.ndarray) -> np.ndarray:
     n = -(2 * np.asarray(v, np.float64) - 1)
     norm = np.linalg.norm(n, axis=-1, keepdims=True)
-    return np.where(norm > 1e-6, n / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+    keep = ~np.isfinite(norm) | (norm > 1e-6)  # NaN stays NaN (validation reports it); zero stays zero
+    return np.where(keep, n / np.maximum(np.nan_to_num(norm, nan=1.0), 1e-12), 0.0).astype(np.float32)
 
 
 def read_list(path: Path) -> list[str]:

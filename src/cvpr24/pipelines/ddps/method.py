@@ -35,10 +35,10 @@ def code_fingerprint() -> str:
 
 
 def split_tensors(mi: dict[str, np.ndarray], split: str, basis_key: str = "basis") -> dict[str, torch.Tensor]:
-    """Tensors of one split from the model-input arrays: basis (S, J, P, 3) in [0, 1], normals, valid,
+    """Tensors of one split from the model-input arrays: basis (S, 3, J, P) in [0, 1], normals, valid,
     reference-plane points (S, P, 3)."""
     return {
-        "basis": torch.from_numpy(mi[f"{split}_{basis_key}"].astype(np.float32) / 255.0),
+        "basis": M.channel_first(torch.from_numpy(mi[f"{split}_{basis_key}"].astype(np.float32) / 255.0)),
         "normals": torch.from_numpy(mi[f"{split}_normals"].astype(np.float32)),
         "valid": torch.from_numpy(mi[f"{split}_valid"].astype(bool)),
         "ref_points": torch.from_numpy(mi[f"{split}_ref_points"].astype(np.float32)),
@@ -46,8 +46,9 @@ def split_tensors(mi: dict[str, np.ndarray], split: str, basis_key: str = "basis
 
 
 def directions(ref_points: torch.Tensor, lights: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(S, P, J, 3) unit vectors from each pixel's reference-plane point to each superpixel."""
-    return M.light_directions(ref_points, torch.as_tensor(np.asarray(lights), dtype=torch.float32).reshape(-1, 3))
+    """Unit vectors from each pixel's reference-plane point to each superpixel, packed (S, J, P, 3)."""
+    return M.pack_directions(
+        M.light_directions(ref_points, torch.as_tensor(np.asarray(lights), dtype=torch.float32).reshape(-1, 3)))
 
 
 def fit_patterns(
@@ -86,7 +87,7 @@ def fit_patterns(
     def loss_on(d: dict[str, torch.Tensor], dr: torch.Tensor, idx, gen) -> torch.Tensor:
         light = M.radiance(patterns(), gamma)
         img = M.capture(M.relight(d["basis"][idx], light, scale, flip), sigma, gen, noise_model)
-        normal, _ = M.photometric_stereo(img, light, dr[idx], albedo=False)
+        normal, _ = M.photometric_stereo(img, light, dr[idx], albedo=False, packed=True)
         return M.cosine_loss(normal, d["normals"][idx], d["valid"][idx])
 
     def step_fn(step: int) -> dict[str, float]:
@@ -148,7 +149,7 @@ def capture_full(diffuse: torch.Tensor, specular: torch.Tensor, light: torch.Ten
                  noise_sigma: float, phi_deg: float, generator: torch.Generator, separate: bool = True,
                  quantize: bool = True) -> torch.Tensor:
     """A capture under `light` (N, rows, cols, 3) rendered from the per-superpixel diffuse and specular
-    images (S, J, P, 3): four polarizer shots with noise, clip and 8-bit quantisation, then Stokes
+    images (S, 3, J, P) (channel-first, see `model.relight`): four polarizer shots with noise, clip and 8-bit quantisation, then Stokes
     separation (`separate=True`, the diffuse image DDPS uses) or the unpolarized sum s0 = diffuse + specular
     (`separate=False`, the mixed input). Returns (S, N, P, 3)."""
     lin_d = M.relight(diffuse, light, scale)

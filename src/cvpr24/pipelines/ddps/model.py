@@ -124,13 +124,20 @@ def exposure(n_patterns: int, rendering_scalar: float = 130 / 40, static_interva
 def relight(basis: torch.Tensor, light: torch.Tensor, scale: float, column_flip: bool = False) -> torch.Tensor:
     """Basis-image relighting before clipping: scale * sum_j L'_{n,j,c} B_j[p,c].
 
-    basis (B, J, P, 3) with J = rows*cols superpixels in row-major order; light (N, rows, cols, 3) radiance.
-    With `column_flip`, the pattern's columns are mirrored first (the official basis files are stored in
-    horizontally mirrored order with respect to the calibration). Returns (B, N, P, 3).
+    basis (B, 3, J, P), channel-first (one contiguous J x P matrix per colour channel, so the sum over the J
+    superpixels is a plain matrix product), J = rows*cols superpixels in row-major order; light
+    (N, rows, cols, 3) radiance. With `column_flip` the pattern's columns are mirrored first (the official
+    basis files are stored in horizontally mirrored order with respect to the calibration).
+    Returns (B, N, P, 3).
     """
     lp = torch.flip(light, dims=[2]) if column_flip else light
-    weights = lp.reshape(lp.shape[0], -1, 3)
-    return scale * torch.einsum("njc,bjpc->bnpc", weights.to(basis.dtype), basis)
+    weights = lp.reshape(lp.shape[0], -1, 3).permute(2, 0, 1).to(basis.dtype)  # (3, N, J)
+    return scale * torch.matmul(weights[None], basis).permute(0, 2, 3, 1)
+
+
+def channel_first(basis: torch.Tensor) -> torch.Tensor:
+    """(B, J, P, 3) basis images -> the (B, 3, J, P) layout `relight` takes."""
+    return basis.permute(0, 3, 1, 2).contiguous()
 
 
 def capture(linear: torch.Tensor, noise_sigma: float = 0.0, generator: torch.Generator | None = None,
@@ -158,13 +165,13 @@ def reference_points(height: int, width: int, focal: float, depth: float, dtype=
     return torch.stack([x, y, torch.full_like(x, depth)], -1).reshape(-1, 3)
 
 
-def ggx_specular(n: np.ndarray, l: np.ndarray, v: np.ndarray, rho_s, rough, fresnel: float = 0.98) -> np.ndarray:
+def ggx_specular(n: np.ndarray, wi: np.ndarray, v: np.ndarray, rho_s, rough, fresnel: float = 0.98) -> np.ndarray:
     """Cook-Torrance BRDF with the GGX distribution and Smith shadowing, the formula of the older official
     commit: f_s = rho_s F D G / (4 (n.l)(n.v)), D = m^2 / (4 cos^4 th_h (m^2 + tan^2 th_h)^2),
     G = prod 2 / (1 + sqrt(1 + m^2 tan^2 th))."""
-    h = l + v
+    h = wi + v
     h = h / np.linalg.norm(h, axis=-1, keepdims=True).clip(1e-12)
-    ndl = np.clip((n * l).sum(-1), 1e-4, 1.0)
+    ndl = np.clip((n * wi).sum(-1), 1e-4, 1.0)
     ndv = np.clip((n * v).sum(-1), 5e-2, 1.0)
     ndh = np.clip((n * h).sum(-1), 1e-4, 1.0)
     m2 = np.asarray(rough) ** 2
@@ -190,19 +197,19 @@ def render_components(points: np.ndarray, normals: np.ndarray, albedo: np.ndarra
         c = np.asarray(centre, points.dtype)
         d = lights - c
         dist = np.linalg.norm(d, axis=-1)
-        l = np.broadcast_to((d / dist[:, None])[:, None, :], (len(lights), len(points), 3))
+        wi = np.broadcast_to((d / dist[:, None])[:, None, :], (len(lights), len(points), 3))
         e = np.broadcast_to((energy / dist**2)[:, None], (len(lights), len(points)))
     else:
         d = lights[:, None, :] - points[None]
         dist = np.linalg.norm(d, axis=-1)
-        l = d / dist[..., None]
+        wi = d / dist[..., None]
         e = energy / dist**2
-    cos = np.clip((normals[None] * l).sum(-1), 0, None)
+    cos = np.clip((normals[None] * wi).sum(-1), 0, None)
     diffuse = albedo[None] * (e * cos)[..., None]
     if not specular:
         return diffuse, np.zeros_like(diffuse)
     v = -points / np.linalg.norm(points, axis=-1, keepdims=True)
-    fs = ggx_specular(normals[None], l, v[None], rho_s, rough)
+    fs = ggx_specular(normals[None], wi, v[None], rho_s, rough)
     spec = np.where(cos > 0, fs * e * cos, 0.0)
     return diffuse, np.repeat(spec[..., None], 3, -1)
 
@@ -227,12 +234,35 @@ def separate_polarization(i0, i45, i90, i135):
 
 
 # ------------------------------------------------------------------------------ photometric stereo
+def solve3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched 3 x 3 solve by the adjugate (Cramer's rule): elementwise, so thousands of per-pixel systems
+    cost a few vector operations instead of a batched LU; differentiable. a (..., 3, 3), b (..., 3)."""
+    (a00, a01, a02), (a10, a11, a12), (a20, a21, a22) = (r.unbind(-1) for r in a.unbind(-2))
+    c00, c01, c02 = a11 * a22 - a12 * a21, a12 * a20 - a10 * a22, a10 * a21 - a11 * a20
+    det = a00 * c00 + a01 * c01 + a02 * c02
+    inv = torch.stack([
+        torch.stack([c00, a02 * a21 - a01 * a22, a01 * a12 - a02 * a11], -1),
+        torch.stack([c01, a00 * a22 - a02 * a20, a02 * a10 - a00 * a12], -1),
+        torch.stack([c02, a01 * a20 - a00 * a21, a00 * a11 - a01 * a10], -1),
+    ], -2) / det[..., None, None]
+    return (inv * b[..., None, :]).sum(-1)
+
+
+def pack_directions(directions: torch.Tensor) -> torch.Tensor:
+    """(P, J, 3) or (B, P, J, 3) light directions -> the (B, J, P, 3) contiguous layout `photometric_stereo`
+    works in (pack once outside a training loop: strided permutes of this array dominate a step's time)."""
+    d = directions if directions.dim() == 4 else directions[None]
+    return d.permute(0, 2, 1, 3).contiguous()
+
+
 def photometric_stereo(images: torch.Tensor, light: torch.Tensor, directions: torch.Tensor, scale: float = 1.0,
-                       delta: float = 1e-6, albedo: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                       delta: float = 1e-6, albedo: bool = True,
+                       packed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Analytic RGB photometric stereo of the official reconstructor (spec Sec. 2.4), differentiable.
 
     images (B, N, P, 3); light (N, rows, cols, 3) radiance in calibration order; directions (P, J, 3) shared
-    by the batch or (B, P, J, 3). Per pixel: effective light vectors m_{n,c} = sum_j L_{n,j,c} l_j, initial
+    by the batch or (B, P, J, 3) (or, with `packed=True`, already in the (B or 1, J, P, 3) layout of
+    `pack_directions`). Per pixel: effective light vectors m_{n,c} = sum_j L_{n,j,c} l_j, initial
     per-channel albedo a_c = max_n I_n[c], normal from the regularised normal equations of the 3N equations
     a_c m_{n,c}^T x = I_n[c], n = x / |x|; then per-channel albedo by 1-D least squares with shading
     max(l_j.n, 1e-8), divided by the exposure `scale`. Returns normals (B, P, 3) and albedo (B, P, 3) (None
@@ -240,24 +270,28 @@ def photometric_stereo(images: torch.Tensor, light: torch.Tensor, directions: to
     (padding, black background) get a zero normal, never NaN.
     """
     b, n, p, _ = images.shape
-    weights = light.reshape(n, -1, 3).to(images.dtype)
-    dirs = directions if directions.dim() == 4 else directions[None]
-    m = torch.einsum("njc,bpjk->bnpck", weights, dirs.to(images.dtype))  # (B', N, P, 3c, 3k)
+    dirs = (directions if packed else pack_directions(directions)).to(images.dtype)  # (B', J, P, 3)
+    bd, j = dirs.shape[0], dirs.shape[1]
+    weights = light.reshape(n, j, 3).to(images.dtype)
+    wt = weights.permute(0, 2, 1).reshape(n * 3, j)  # rows ordered (n, c)
+    m = torch.matmul(wt[None], dirs.reshape(bd, j, p * 3)).reshape(bd, n, 3, p, 3)  # (B', N, 3c, P, 3k)
     a = images.amax(dim=1)  # (B, P, 3)
-    rows = a[:, None, :, :, None] * m  # (B, N, P, 3c, 3k)
-    rows = rows.permute(0, 2, 1, 3, 4).reshape(b, p, n * 3, 3)
+    rows = m.permute(0, 3, 1, 2, 4) * a[:, :, None, :, None]  # (B, P, N, 3c, 3k)
+    rows = rows.reshape(b, p, n * 3, 3)
     rhs = images.permute(0, 2, 1, 3).reshape(b, p, n * 3)
-    ata = rows.transpose(-1, -2) @ rows
-    atb = (rows.transpose(-1, -2) @ rhs[..., None])[..., 0]
+    # A^T A and A^T b from the three columns of A (elementwise: far faster than P tiny batched matmuls)
+    col = rows.unbind(-1)
+    ata = torch.stack([torch.stack([(col[k] * col[q]).sum(-1) for q in range(3)], -1) for k in range(3)], -2)
+    atb = torch.stack([(col[k] * rhs).sum(-1) for k in range(3)], -1)
     # ridge: absolute delta plus delta relative to the system's scale, solved in float64, so rank-deficient
     # systems (black pixels, identical patterns such as flat gray) stay finite instead of failing
-    ridge = delta * (1.0 + ata.diagonal(dim1=-2, dim2=-1).sum(-1).detach() / 3)
+    ridge = delta * (1.0 + ata.diagonal(dim1=-2, dim2=-1).sum(-1) / 3)
     eye = torch.eye(3, dtype=torch.float64)
-    x = torch.linalg.solve(ata.double() + ridge.double()[..., None, None] * eye, atb.double()).to(images.dtype)
+    x = solve3(ata.double() + ridge.double()[..., None, None] * eye, atb.double()).to(images.dtype)
     normal = x / (x.norm(dim=-1, keepdim=True) + 1e-8)
     if not albedo:
         return normal, None
-    shading = torch.einsum("bpjk,bpk->bpj", dirs.to(images.dtype).expand(b, -1, -1, -1), normal).clamp_min(1e-8)
+    shading = torch.einsum("bjpk,bpk->bpj", dirs.expand(b, -1, -1, -1), normal).clamp_min(1e-8)
     e = torch.einsum("njc,bpj->bnpc", weights, shading)
     rho = (e * images).sum(1) / (e * e).sum(1).clamp_min(1e-12) / scale
     return normal, rho

@@ -333,8 +333,10 @@ def evaluate(runs: pd.DataFrame, patterns: dict[str, np.ndarray], model_input: d
             v = mi["test_valid"][s][None, :, None]
             dl.append(d * v)
             sl.append(sp * v)
-        comps = (torch.from_numpy(np.stack(dl).astype(np.float32)), torch.from_numpy(np.stack(sl).astype(np.float32)))
-    conditions = ["full", "mixed", "calib", "relit"] if have_truth else ["relit"]
+        comps = (M.channel_first(torch.from_numpy(np.stack(dl).astype(np.float32))),
+                 M.channel_first(torch.from_numpy(np.stack(sl).astype(np.float32))))
+    conditions = (["full", "mixed", "calib", "relit", "full_noisefree", "mixed_noisefree"] if have_truth
+                  else ["relit"])
     sets = pattern_sets(runs, patterns, list(params["n_list"]))
     figure_rows = set(params.get("figure_patterns", []))
     rows, maps = [], {}
@@ -349,11 +351,12 @@ def evaluate(runs: pd.DataFrame, patterns: dict[str, np.ndarray], model_input: d
                     img = M.capture(M.relight(test["basis"], light, scale, flip), float(train["noise_sigma"]), gen,
                                     train["noise_model"])
                 else:
-                    img = F.capture_full(comps[0], comps[1], light, scale, noise_sigma=float(params["test_noise_sigma"]),
+                    sigma = 0.0 if cond.endswith("_noisefree") else float(params["test_noise_sigma"])
+                    img = F.capture_full(comps[0], comps[1], light, scale, noise_sigma=sigma,
                                          phi_deg=float(params["polarizer_phi_deg"]), generator=gen,
-                                         separate=cond != "mixed")
+                                         separate=not cond.startswith("mixed"))
                 normal, _ = M.photometric_stereo(img, light, dirs["calib" if cond == "calib" else "true"], scale,
-                                                 albedo=False)
+                                                 albedo=False, packed=True)
             stats = F.error_stats(normal, test["normals"], test["valid"])
             for s, st in enumerate(stats):
                 rows.append({**ps, "condition": cond, "scene": names[s],
@@ -378,7 +381,7 @@ def _references(mi, test, names, comps, dirs, params, train, seed) -> pd.DataFra
     with torch.no_grad():
         img = F.capture_full(comps[0], comps[1], olat, scale4, noise_sigma=float(params["test_noise_sigma"]),
                              phi_deg=float(params["polarizer_phi_deg"]), generator=gen)
-        normal, _ = M.photometric_stereo(img, olat, dirs["true"], scale4, albedo=False)
+        normal, _ = M.photometric_stereo(img, olat, dirs["true"], scale4, albedo=False, packed=True)
     base = {"kind": "reference", "family": "OLAT-144", "n_patterns": j, "run_id": "", "channels": "rgb", "basis": "",
             "condition": "full"}
     for s, st in enumerate(F.error_stats(normal, test["normals"], test["valid"])):

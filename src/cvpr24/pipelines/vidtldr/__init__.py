@@ -1,1 +1,5 @@
-"""vid-TLDR (Choi et al., CVPR 2024): training-free token merging for video transformers."""
+"""vid-TLDR: Training Free Token merging for Light-weight Video Transformer (CVPR 2024)."""
+
+from cvpr24.pipelines.vidtldr.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -183,6 +183,8 @@ def preprocess(arrays: dict[str, np.ndarray], manifest: pd.DataFrame, prep: dict
     stats_split = "train" if "train" in splits else splits[0]
     ref = arrays[f"{stats_split}_x"].reshape(-1, 3).astype(np.float64) / 255.0
     out["mean"], out["std"] = ref.mean(axis=0).astype(np.float32), ref.std(axis=0).astype(np.float32)
+    if prep.get("mean") is not None:  # a pretrained model's own normalisation (ImageNet's for VideoMAE / UMT)
+        out["mean"], out["std"] = np.asarray(prep["mean"], np.float32), np.asarray(prep["std"], np.float32)
     rows = []
     for split in splits:
         x = arrays[f"{split}_x"]
@@ -214,7 +216,7 @@ def train(model_input: dict[str, np.ndarray], model: dict[str, Any], params: dic
           runtime: dict[str, Any]):
     """Train the video ViT once (no merging), through core.training.train_loop with checkpoints; or load a
     user's pretrained checkpoint. Returns the weights (as arrays), the loss history and a one-row log."""
-    torch.set_num_threads(int(runtime.get("threads", 2)))
+    torch.set_num_threads(min(int(runtime.get("threads", 2)), int(params.get("threads", 2))))
     seed = int(runtime["seed"])
     cfg = ModelConfig(**model)
     torch.manual_seed(derive_seed(seed, "vidtldr", "init"))
@@ -251,8 +253,8 @@ def train(model_input: dict[str, np.ndarray], model: dict[str, Any], params: dic
 
         key = fingerprint_json({"data": fingerprint_arrays({"x": model_input["train_x"][:64],
                                                             "y": model_input["train_y"]}),
-                                "n": n, "model": model, "train": {k: v for k, v in params.items()
-                                                                  if k not in ("checkpoint_dir", "checkpoint_every")},
+                                "n": n, "model": model, "train": {k: v for k, v in params.items() if k not in
+                                                                  ("checkpoint_dir", "checkpoint_every", "threads")},
                                 "seed": seed})
         ckpt = Checkpointer(f"{params['checkpoint_dir']}/{key}", keep=2)
         final = ckpt.load_final()
@@ -354,7 +356,7 @@ def throughput(net, x: np.ndarray, settings: pd.DataFrame, mean, std, tm: dict[s
 def evaluate(model_input: dict[str, np.ndarray], weights: dict[str, np.ndarray], settings: pd.DataFrame,
              model: dict[str, Any], ev: dict[str, Any], prep: dict[str, Any], runtime: dict[str, Any]):
     """Every reduction setting on the same weights, training-free. Returns (sweep, saliency, example)."""
-    torch.set_num_threads(int(runtime.get("threads", 2)))
+    torch.set_num_threads(min(int(runtime.get("threads", 2)), int(ev.get("threads", 2))))
     cfg = ModelConfig(**model)
     net = build_model(model, weights)
     mean, std, bs = model_input["mean"], model_input["std"], int(ev["batch_size"])
@@ -452,6 +454,12 @@ def table_rows(sweep: pd.DataFrame, saliency: pd.DataFrame, train_log: pd.DataFr
         recs.append({"table": table, "row": row, "source": "ours", "metric": "top1_drop",
                      "value": float(base["acc_test"] - s["acc_test"]), "data": data, "note": ""})
 
+    for table in ("table_1", "table_2"):  # retrieval: not run here; each cell says why
+        spec = paper["tables"][table]
+        for prow in spec["rows"]:
+            for col in spec["columns"]:
+                recs.append({"table": table, "row": str(prow[spec["index"][-1]]), "source": "ours",
+                             "metric": col["key"], "value": float("nan"), "data": "", "note": col["ours_reason"]})
     for name, s in main_points(sweep, ev).items():
         add("table_3", name, s)
     for s in sweep[sweep["family"].isin(["base", "vidtldr", "tome"])].itertuples():

@@ -1,0 +1,102 @@
+"""DVC operations, for real: two `dvc repro` at once (the second refuses with DVC's lock, the first
+finishes intact), and an S3-compatible remote (moto's server on loopback): push MASH's outputs, drop the
+local cache and outputs, `dvc pull` restores them and `dvc repro` then has nothing to recompute."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.ops.conftest import BIN, free_port, run, start, stop, wait_http
+
+pytestmark = [pytest.mark.slow, pytest.mark.ops]
+STAGE = "pipelines/mash/dvc.yaml"
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_second_repro_refuses_cleanly_and_the_first_finishes_intact(ops_project):
+    project, info = ops_project
+    second = info["second"]
+    text = second.stdout + second.stderr
+    assert info["first_running_after_second"], "the first repro had finished before the second started"
+    assert second.returncode != 0, text
+    assert re.search(r"Unable to acquire lock", text), text[-2000:]
+    assert "Traceback" not in text  # a clean refusal, not a crash
+    assert info["second_s"] < 60
+    # the first one completed every stage and left a consistent state
+    assert info["first_rc"] == 0
+    for phase in ("ingest", "preprocess", "train", "evaluate", "report"):
+        assert f"Running stage '{STAGE}:{phase}'" in info["first_log"], info["first_log"][-3000:]
+    status = run([str(BIN / "dvc"), "status", STAGE], project)
+    assert "up to date" in status.stdout, status.stdout
+    assert (project / "reports" / "ci" / "mash" / "metrics.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("moto")
+    port = free_port()
+    proc = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], root / "moto.log", cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/moto-api/", proc, timeout=90)
+        yield url
+    finally:
+        stop(proc)
+
+
+AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def test_s3_remote_push_drop_pull_restores_without_recomputing(ops_project, s3_server, monkeypatch):
+    import boto3
+
+    project, _ = ops_project
+    for k, v in AWS.items():
+        monkeypatch.setenv(k, v)
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="cvpr24-dvc")
+    dvc = str(BIN / "dvc")
+    run([dvc, "remote", "add", "s3store", "s3://cvpr24-dvc/store"], project, **AWS)
+    run([dvc, "remote", "modify", "s3store", "endpointurl", s3_server], project, **AWS)
+    outputs = project / "data" / "ci" / "mash"
+    before = _digests(outputs)
+    assert len(before) >= 12
+
+    t = time.perf_counter()
+    pushed = run([dvc, "push", "-r", "s3store", STAGE], project, **AWS)
+    push_s = time.perf_counter() - t
+    objects = s3.list_objects_v2(Bucket="cvpr24-dvc").get("Contents", [])
+    n_objects, n_bytes = len(objects), sum(o["Size"] for o in objects)
+    assert n_objects >= len(before), pushed.stdout
+
+    shutil.rmtree(project / ".dvc" / "cache")
+    shutil.rmtree(outputs)
+    missing = run([dvc, "status", STAGE], project, **AWS)
+    assert "deleted" in missing.stdout or "changed outs" in missing.stdout, missing.stdout
+
+    t = time.perf_counter()
+    run([dvc, "pull", "-r", "s3store", STAGE], project, **AWS)
+    pull_s = time.perf_counter() - t
+    assert _digests(outputs) == before
+    repro = run([dvc, "repro", STAGE], project, **AWS)
+    assert "Running stage" not in repro.stdout + repro.stderr, repro.stdout
+    assert "up to date" in run([dvc, "status", STAGE], project).stdout
+
+    out = REPO / "reports" / "ops"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dvc_s3.json").write_text(json.dumps({
+        "pipeline": "mash (ci profile)", "files": len(before), "objects": n_objects, "bytes": n_bytes,
+        "push_s": round(push_s, 2), "pull_s": round(pull_s, 2),
+        "note": "moto server on 127.0.0.1, measured by tests/ops/test_ops_dvc.py"}, indent=2) + "\n")

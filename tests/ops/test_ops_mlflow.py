@@ -1,0 +1,88 @@
+"""MLflow on a tracking server: `mlflow server` on 127.0.0.1 (SQLite backend, artifacts served), MASH's ci
+profile run against it with the `team` environment's mlflow.yml, the runs read back through the client;
+then the MLflow UI in headless Chromium: the `mash` experiment, the paper run and ours ticked, the compare
+view open, its metric values equal to the report table's, and a screenshot saved under reports/ops/."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+from tests.ops.conftest import offline_page
+
+pytestmark = [pytest.mark.slow, pytest.mark.ops]
+
+
+def _runs(url: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    exp = client.get_experiment_by_name("mash")
+    assert exp is not None, "no `mash` experiment on the server"
+    return client, exp, client.search_runs([exp.experiment_id], max_results=2000)
+
+
+def test_pipeline_runs_are_on_the_server(ops_project, mlflow_server):
+    project, _ = ops_project
+    client, exp, runs = _runs(mlflow_server)
+    assert exp.artifact_location.startswith("mlflow-artifacts:")  # artifacts served by the server
+    ours = [r for r in runs if r.data.tags.get("source") == "ours"]
+    paper = [r for r in runs if r.data.tags.get("source") == "paper"]
+    rows = pd.read_parquet(project / "data" / "ci" / "mash" / "08_reporting" / "table_rows.parquet")
+    assert len(ours) == rows.groupby(["table", "row"]).ngroups
+    assert len(paper) >= 20
+    t1 = pd.read_csv(project / "reports" / "ci" / "mash" / "table_1.csv")
+    mash = next(r for r in ours if r.data.tags["table"] == "table_1" and r.data.tags["row"] == "MASH")
+    assert mash.data.metrics["sidd_val_psnr"] == pytest.approx(
+        float(t1.loc[t1["method"] == "MASH", "sidd_val_psnr_ours"].iloc[0]), abs=0.01)
+    assert mash.data.tags["profile"] == "ci"
+    # kedro-mlflow's session runs (one per DVC stage) with the training losses, on the same server
+    sessions = client.get_experiment_by_name("cvpr24-sessions")
+    session_runs = client.search_runs([sessions.experiment_id], max_results=100)
+    assert len(session_runs) >= 5
+    assert any(k.startswith("loss") for r in session_runs for k in r.data.metrics)
+
+
+def _fmt(v: float) -> set[str]:
+    return {f"{v:.{d}f}" for d in range(1, 5)} | {f"{v:g}", repr(v)}
+
+
+def test_mlflow_ui_compare_view_shows_the_report_numbers(ops_project, mlflow_server, browser):
+    project, _ = ops_project
+    _, exp, runs = _runs(mlflow_server)
+    t1 = pd.read_csv(project / "reports" / "ci" / "mash" / "table_1.csv")
+    row = t1[t1["method"] == "MASH"].iloc[0]
+    ours_value, paper_value = float(row["sidd_val_psnr_ours"]), float(row["sidd_val_psnr_paper"])
+    pick = [r for r in runs if r.data.tags.get("table") == "table_1" and r.data.tags.get("row") == "MASH"
+            and (r.data.tags.get("source") == "paper" or r.data.tags.get("latest") == "true")]
+    assert {r.data.tags["source"] for r in pick} == {"ours", "paper"}
+    names = {r.info.run_name for r in pick}
+
+    page = offline_page(browser)
+    page.set_default_timeout(60_000)
+    # the experiment's runs table, filtered like the README says, then the two runs ticked and compared
+    page.goto(f"{mlflow_server}/#/experiments/{exp.experiment_id}")
+    search = page.get_by_placeholder("metrics.rmse", exact=False).first
+    search.fill("tags.table = 'table_1' and tags.row = 'MASH'")
+    search.press("Enter")
+    for name in sorted(names):
+        page.get_by_text(name, exact=True).first.wait_for()
+    checkboxes = page.locator("[role='row'] input[type='checkbox'], .ag-row input[type='checkbox']")
+    for i in range(checkboxes.count()):
+        checkboxes.nth(i).check(force=True)
+    page.get_by_role("button", name="Compare").first.click()
+    page.wait_for_url("**/compare-runs**")
+    page.get_by_text("sidd_val_psnr", exact=False).first.wait_for()
+    page.wait_for_timeout(1500)
+    text = page.inner_text("body")
+    out = REPO / "reports" / "ops"
+    out.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(out / "mlflow_compare.png"), full_page=True)
+    assert all(n in text for n in names), text[:3000]
+    for value in (ours_value, paper_value):
+        assert not math.isnan(value)
+        assert _fmt(value) & set(text.split()) or any(s in text for s in _fmt(value)), (value, text[:4000])
+    page.close()
