@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -58,6 +59,10 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
         try:
             with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=5):
                 return
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500:
+                raise AssertionError(f"{url} answered {exc.code}:\n{_log(proc)}") from exc
+            time.sleep(0.5)
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"{url} did not answer within {timeout:.0f} s:\n{_log(proc)}")

@@ -35,7 +35,7 @@ def test_swapping_backgrounds_keeps_the_label_and_the_object():
     bg2 = D.sample_background(np.random.default_rng(3), CFG, True)
     c1, m1 = D.render(obj, bg1, CFG)
     c2, m2 = D.render(obj, bg2, CFG)
-    assert obj["label"] == 7 and D.CLASSES[7] == "square-orbit"
+    assert obj["label"] == 7 and D.CLASSES[7] == "cross-orbit"
     assert np.array_equal(m1, m2) and not np.array_equal(c1, c2)
     assert len(bg2["distractors"]) >= 6  # the clutter split is harder
 

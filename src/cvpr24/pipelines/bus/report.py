@@ -150,7 +150,7 @@ def figure_iou_bars(per_run: pd.DataFrame, paper: dict[str, Any], dpi: int) -> b
     ax.set_title("Per-class IoU (mean over seeds, error bar = std); black markers: the paper's numbers "
                  "(real data, not comparable in level)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
     return figure_png(fig, dpi)
 
 
@@ -163,19 +163,21 @@ def sweep_curve(sweep: pd.DataFrame) -> pd.DataFrame:
 def figure_threshold(curve: pd.DataFrame, train_thres: float, dpi: int) -> bytes:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), sharex=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9), sharex=True)
     for ax, metric, title in zip(axes, ("h_score", "common", "private"), ("H-Score", "Common (mIoU of 13)", "Private IoU"),
                                  strict=True):
         for variant, sub in curve.groupby("variant"):
             ax.plot(sub["threshold"], sub[metric], marker="o", markersize=3, label=VARIANTS[variant]["label"])
         ax.axvline(train_thres, color="grey", linestyle=":", linewidth=1)
-        ax.set_xlabel("test-time confidence threshold (max softmax ≤ t → private)")
+        ax.set_xlabel("test-time threshold t (max softmax ≤ t → private)", fontsize=8)
         ax.set_ylabel(f"{title} (%)")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.08))
     fig.suptitle(f"Scores against the confidence threshold (target val, mean over seeds); dotted: pseudo_thres = "
                  f"{train_thres:g} (paper's value)", fontsize=9)
+    fig.tight_layout()
     return figure_png(fig, dpi)
 
 

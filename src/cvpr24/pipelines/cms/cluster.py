@@ -85,11 +85,13 @@ def _children_to_linkage(children: np.ndarray, distances: np.ndarray, n: int) ->
     return z
 
 
-def knn_graph(x: np.ndarray, k: int, chunk: int = 4096):
-    """Symmetric sparse kNN connectivity (CSR) from chunked dot products: memory O(N k + chunk N)."""
+def knn_graph(x: np.ndarray, k: int, block_bytes: int = 32 * 2**20):
+    """Symmetric sparse kNN connectivity (CSR) from chunked dot products: memory O(N k) plus one
+    similarity block of at most `block_bytes` (the query chunk shrinks as N grows)."""
     from scipy.sparse import coo_matrix
 
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    chunk = max(64, block_bytes // (4 * max(len(x), 1)))
     idx = knn_indices(t, t, k, drop_top1=True, chunk=chunk).numpy()
     n = len(x)
     rows = np.repeat(np.arange(n), k)

@@ -45,6 +45,9 @@ def _read_dataset(name: str, cfg: dict[str, Any], seed: int) -> tuple[np.ndarray
     kind = cfg["kind"]
     if kind == "digits":
         img, lab = D.digits_gcd(int(cfg["size"]))
+        if cfg.get("max_images"):  # ci: a stratified subset, same for every run
+            keep = np.sort(np.random.default_rng(0).permutation(len(lab))[: int(cfg["max_images"])])
+            img, lab = img[keep], lab[keep]
         return img, lab, np.zeros(len(lab), bool), "sklearn.datasets.load_digits"
     if kind == "glyphs":
         img, lab = D.glyphs_gcd(derive_seed(seed, "glyphs"), int(cfg["n_per_class"]), int(cfg["size"]))

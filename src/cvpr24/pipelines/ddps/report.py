@@ -79,17 +79,22 @@ def check_claims(per_scene: pd.DataFrame, runs: pd.DataFrame, params: dict[str, 
                           f"learned {fi.mean():.2f} ± {fi.std():.2f}° (max {fi.max():.2f}); initial "
                           f"{ii.mean():.2f} ± {ii.std():.2f}° (median {np.median(ii):.2f})", m))
     # K8: error falls as patterns are added
-    es = []
+    es, clean = [], []
     for n in sorted(evaluate["n_list"]):
         lr = rb[(rb["n_patterns"] == n) & (rb["init"] == rb.loc[main, "init"]) & (rb["channels"] == "rgb")
                 & (rb["basis"] == "realistic")]
         if len(lr):
             es.append((n, _err(summary, f"learned:{lr.index[0]}", cond)))
+            clean.append((n, _err(summary, f"learned:{lr.index[0]}", "full_noisefree")))
     if len(es) >= 2:
         m = min(a[1] - b[1] for a, b in zip(es[:-1], es[1:], strict=True))
+        note = ("diagnostic, not the check: the same patterns on noise-free captures give "
+                + ", ".join(f"N={n}: {e:.2f}°" for n, e in clean)
+                + "; with the total capture time fixed, each of N images gets 1/N of the exposure")
         out.append(_claim("K8", "error falls as patterns are added",
                           "learned error strictly decreasing in N (fixed total capture time)",
-                          ", ".join(f"N={n}: {e:.2f}°" for n, e in es), m))
+                          ", ".join(f"N={n}: {e:.2f}°" for n, e in es), m,
+                          note if all(np.isfinite(e) for _, e in clean) else ""))
     # K3: calibration error
     bh = best_heuristic(summary, 4, "calib")
     e = _err(summary, f"learned:{main}", "calib")
@@ -223,7 +228,8 @@ def error_vs_n(per_scene: pd.DataFrame, runs: pd.DataFrame, evaluate: dict[str, 
             rows.append({"n_patterns": n, "series": "learned", "mean_err_deg": _err(summary, f"learned:{lr.index[0]}", cond)})
         bh = best_heuristic(summary, n, cond)
         if bh is not None:
-            rows.append({"n_patterns": n, "series": "best heuristic", "mean_err_deg": float(bh["mean_err"])})
+            rows.append({"n_patterns": n, "series": "best heuristic (at N > 4 only the random families exist)",
+                         "mean_err_deg": float(bh["mean_err"])})
         rows.append({"n_patterns": n, "series": f"{FAMILY_LABELS[init]} (initial)",
                      "mean_err_deg": _err(summary, f"heuristic:{init}:N{n}", cond)})
     return pd.DataFrame(rows)
