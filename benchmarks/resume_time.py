@@ -39,7 +39,7 @@ def step(i):
     loss = ((net(x + 0.1 * noise) - x) ** 2).mean()
     opt.zero_grad(); loss.backward(); opt.step()
     print(f"STEP {i}", flush=True)
-    return {"loss": float(loss)}
+    return {"loss": float(loss.detach())}
 train_loop(model=net, optimizer=opt, step_fn=step, n_steps=steps, state=TrainState(generators={"g": g}),
            checkpointer=Checkpointer(out + "/ck"), every=every, progress=False)
 torch.save(net.state_dict(), out + "/final.pt")

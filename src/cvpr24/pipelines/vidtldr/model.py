@@ -42,6 +42,8 @@ class ModelConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     num_classes: int = 10
+    stem: int = 0  # > 0: a conv stem (3x3 conv, stride 2 in space, this many channels, GELU) before the
+    #               tubelet projection, which then sees the stem's map with a (tubelet, patch/2, patch/2) kernel
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -152,9 +154,17 @@ class VideoViT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        k = (cfg.tubelet, cfg.patch, cfg.patch)
         self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv3d(3, cfg.width, kernel_size=k, stride=k)
+        if cfg.stem > 0:  # a small convolutional stem: translation-equivariant local features per token
+            if cfg.patch % 2:
+                raise ValueError(f"vidtldr.model.stem needs an even patch size, got {cfg.patch}")
+            self.patch_embed.stem = nn.Conv3d(3, cfg.stem, kernel_size=(1, 3, 3), stride=(1, 2, 2),
+                                              padding=(0, 1, 1))
+            k = (cfg.tubelet, cfg.patch // 2, cfg.patch // 2)
+            self.patch_embed.proj = nn.Conv3d(cfg.stem, cfg.width, kernel_size=k, stride=k)
+        else:
+            k = (cfg.tubelet, cfg.patch, cfg.patch)
+            self.patch_embed.proj = nn.Conv3d(3, cfg.width, kernel_size=k, stride=k)
         self.register_buffer("pos_embed", sincos_table(cfg.num_tokens, cfg.width)[None], persistent=False)
         self.blocks = nn.ModuleList([Block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
         self.fc_norm = nn.LayerNorm(cfg.width, eps=1e-6)
@@ -163,6 +173,8 @@ class VideoViT(nn.Module):
 
     def embed(self, video: torch.Tensor) -> torch.Tensor:
         """video (B, 3, T, H, W), normalised -> tokens (B, N0, C) in (t, h, w) order."""
+        if self.cfg.stem > 0:
+            video = F.gelu(self.patch_embed.stem(video))
         return self.patch_embed.proj(video).flatten(2).transpose(1, 2) + self.pos_embed
 
     def forward(self, video: torch.Tensor, red: Reduction | None = None, trace: Trace | None = None,
@@ -238,7 +250,7 @@ def tokens_per_layer(cfg: ModelConfig, red: Reduction) -> list[tuple[int, int]]:
 def analytic_macs(cfg: ModelConfig, red: Reduction | None = None, *, batch: int = 1) -> int:
     """Multiply-adds of one forward pass (= FLOPs in the fvcore / paper convention).
 
-    Counted: the tubelet convolution, every linear layer, the two attention matmuls (q k^T, A v) and the
+    Counted: the tubelet convolution (and the conv stem when there is one), every linear layer, the two attention matmuls (q k^T, A v) and the
     matching similarity of bipartite merging (|A| x |B| x metric width). Not counted (as in fvcore's
     defaults for this model): norms, softmax, GELU, the scatter of the merge, sorting. Per block with N
     tokens entering and N' = N - r leaving: 4 N C^2 (qkv + proj) + 2 N^2 C (attention) + 8 N' C^2 (MLP).
@@ -246,7 +258,11 @@ def analytic_macs(cfg: ModelConfig, red: Reduction | None = None, *, batch: int 
     red = red or Reduction()
     c, (kt, kp) = cfg.width, (cfg.tubelet, cfg.patch)
     hidden = int(c * cfg.mlp_ratio)
-    total = cfg.num_tokens * (3 * kt * kp * kp) * c
+    if cfg.stem > 0:  # stem: every output pixel (T x H/2 x W/2) sees 3 x 3 x 3 inputs; then the projection
+        total = cfg.num_frames * (cfg.image_size // 2) ** 2 * 27 * cfg.stem
+        total += cfg.num_tokens * (cfg.stem * kt * (kp // 2) ** 2) * c
+    else:
+        total = cfg.num_tokens * (3 * kt * kp * kp) * c
     for n, n_out in tokens_per_layer(cfg, red):
         total += n * c * 3 * c + 2 * n * n * c + n * c * c  # qkv, q k^T and A v, proj
         total += 2 * n_out * c * hidden  # fc1 + fc2
