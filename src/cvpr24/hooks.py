@@ -1,5 +1,9 @@
-"""Project hooks: apply the global runtime knobs (threads, determinism, headless plotting) once the Kedro
-context exists, before any node runs."""
+"""Project hooks, run once the Kedro context exists, before any node runs:
+
+- `RuntimeHooks` applies the global runtime knobs (threads, determinism, headless plotting);
+- `DistributedHooks` reads the `runtime.distributed` block of the run's conf (`conf/<env>/parameters.yml`),
+  so every `cvpr24.core.distributed.launch` in that run uses its nodes, rendezvous endpoint and backend
+  (see `cvpr24.core.distributed.DistributedSettings`)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import logging
 import os
 
 from kedro.framework.hooks import hook_impl
+
+from cvpr24.core import distributed
 
 log = logging.getLogger(__name__)
 
@@ -25,3 +31,13 @@ class RuntimeHooks:
             torch.use_deterministic_algorithms(True, warn_only=True)
         log.info("runtime: profile=%s threads=%d device=%s seed=%s", runtime.get("profile"), threads,
                  runtime.get("device", "cpu"), runtime.get("seed"))
+
+
+class DistributedHooks:
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        runtime = context.params.get("runtime", {}) or {}
+        settings = distributed.configure(distributed.settings_from_params(runtime.get("distributed") or {}))
+        if settings.nnodes > 1:
+            log.info("distributed: %d nodes, rendezvous at %s (job %s)", settings.nnodes,
+                     settings.rdzv_endpoint, distributed._run_id(settings, settings.nnodes))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from kedro.config import OmegaConfigLoader
 
-from cvpr24.hooks import RuntimeHooks
+from cvpr24.hooks import DistributedHooks, RuntimeHooks
 
-HOOKS = (RuntimeHooks(),)
+HOOKS = (RuntimeHooks(), DistributedHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

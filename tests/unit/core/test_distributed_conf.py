@@ -54,7 +54,7 @@ def test_every_node_derives_the_same_job_id():
 
 
 def test_hook_configures_launch_from_the_run_conf():
-    from cvpr24.core.hooks import DistributedHooks
+    from cvpr24.hooks import DistributedHooks
 
     class Ctx:
         params = {"runtime": {"distributed": {"nnodes": 2, "rdzv_endpoint": "10.0.0.1:29400",

@@ -101,3 +101,18 @@ def test_load_pretrained_videomae_style_checkpoint(tmp_path, net):
     torch.save({"head.weight": torch.zeros(3, 3)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="does not fit"):
         M.load_pretrained(fresh, str(tmp_path / "bad.pth"))
+
+
+def test_conv_stem_flops_and_token_grid():
+    # stem: 3x3 conv, stride 2, 4 channels on 4 x 16 x 16 -> 4 x 8 x 8 map; projection (2, 4, 4) -> 2 x 2 x 2 tokens
+    cfg = M.ModelConfig(num_frames=4, image_size=16, tubelet=2, patch=8, width=16, depth=3, heads=2, num_classes=5,
+                        stem=4)
+    torch.manual_seed(0)
+    model = M.VideoViT(cfg).eval()
+    video = torch.randn(2, 3, 4, 16, 16)
+    assert model.embed(video).shape == (2, 8, 16)
+    c = 16
+    embed = 4 * 8 * 8 * 27 * 4 + 8 * (4 * 2 * 4 * 4) * c
+    base = embed + 3 * (3 * 8 * c * c + 2 * 64 * c + 8 * c * c + 2 * 8 * c * 64) + c * 5
+    assert M.analytic_macs(cfg) == base
+    assert M.counted_macs(model, video[:1], M.Reduction()) == pytest.approx(base, rel=1e-9)
