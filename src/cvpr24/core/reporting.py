@@ -1,14 +1,24 @@
-"""Reports: each paper table in the paper's layout, the paper's number beside ours.
+"""Reports: each paper table in the paper's layout, with the paper's number beside ours where it has one.
 
-`pipelines/<slug>/paper.yaml` describes every table (`tables.<table_id>`): its title, the columns that
-identify a row (`index`, the last one naming the method), the metric columns (`columns`: key, label,
-number format, and `ours`: which of our data fills the column), and the paper's rows with its numbers
-(`null` = blank in the paper, `"not found"` = the number could not be found in any public source).
+This module is the one tail every paper shares (the contract: `src/cvpr24/core/CONTRACT.md`). A paper's
+code measures; everything a reader and MLflow see about tables and claims is rendered here from
+`pipelines/<slug>/paper.yaml` and the measurements.
 
-The evaluate phase produces *table rows* (see `cvpr24.core.tracking`): `table, row, source, metric, value,
-data, note`. `compose_table` joins the two: every paper row keeps its place; rows we ran that the paper
-does not have are appended, marked as ours only; a cell we could not fill shows a footnote with the
-reason instead of a number. Tables are written as Markdown (for people) and CSV (for tools).
+`paper.yaml` describes every table (`tables.<table_id>`): how the paper names it (`label`, e.g. "Table 1"),
+its `title` and `caption`, the columns that identify a row (`index`, the last one naming the method), the
+metric columns (`columns`: key, label, number format) and the paper's rows with its numbers (`null` = blank
+in the paper, `"not found"` = the number could not be found in any public source). A row whose numbers come
+from another paper or a leaderboard carries `quoted_from: <where>`: it is shown as quoted, never as the
+paper's, and goes to MLflow as `source=quoted`.
+
+Our side is the long *table-rows* frame built with `TableRows` (see also `cvpr24.core.tracking`):
+`table, row, source, metric, value, n, std, over, data, note` - `value` is the mean of `n` per-seed (or
+per-image) values, `std` their spread when `over == "seeds"`. `compose_table` joins the two: every paper row
+keeps its place; rows we ran that the paper does not have are appended, marked as ours only; a cell we could
+not fill shows a footnote with the reason instead of a number; every number of ours shows its `n`.
+
+`build_report` writes a paper's whole report folder in one fixed shape: `README.md` (sections in
+`SECTIONS` order), `table_<name>.md/.csv` per table, `claims.md/.csv`, `metrics.json`, figures.
 """
 
 from __future__ import annotations
@@ -16,12 +26,18 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from cvpr24.core.claims import NA, tally, tally_text
+
 NOT_FOUND = "not found"
+SECTIONS = ("What differs from the paper", "Tables", "Claims", "Figures", "Reading the results",
+            "How to regenerate")
 
 
 @dataclass
@@ -32,47 +48,54 @@ class TableSpec:
     columns: list[dict[str, Any]]
     rows: list[dict[str, Any]]
     caption: str = ""
+    label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def row_key(self) -> str:
         return self.index[-1]
 
+    @property
+    def file_stem(self) -> str:
+        """One file-name scheme for every paper: `table_<name>` (`table_1`, `table_gcd`, ...)."""
+        return "table_" + self.table_id.removeprefix("table_")
 
-def table_specs(paper: dict[str, Any]) -> dict[str, TableSpec]:
+
+_SPEC_KEYS = {"title", "index", "columns", "rows", "caption", "label"}
+
+
+def table_specs(paper: Mapping[str, Any]) -> dict[str, TableSpec]:
     """Parse `paper.yaml`'s `tables` section."""
     specs = {}
     for table_id, t in paper["tables"].items():
+        label = t.get("label")
+        if not label:  # papers not yet on the contract; CONTRACT.md requires `label`
+            label = table_id.replace("_", " ").title()
         specs[table_id] = TableSpec(
-            table_id=table_id,
-            title=t["title"],
-            index=list(t["index"]),
-            columns=list(t["columns"]),
-            rows=list(t.get("rows") or []),
-            caption=t.get("caption", ""),
-            extra={k: v for k, v in t.items() if k not in {"title", "index", "columns", "rows", "caption"}},
+            table_id=table_id, title=t["title"], index=list(t["index"]), columns=list(t["columns"]),
+            rows=list(t.get("rows") or []), caption=t.get("caption", ""), label=str(label),
+            extra={k: v for k, v in t.items() if k not in _SPEC_KEYS},
         )
     return specs
 
 
-def paper_rows(paper: dict[str, Any]) -> pd.DataFrame:
-    """The paper's numbers in the long table-rows format (`source = paper`), for MLflow."""
+def _row_source(row: Mapping[str, Any]) -> str:
+    return "quoted" if row.get("quoted_from") else "paper"
+
+
+def paper_rows(paper: Mapping[str, Any]) -> pd.DataFrame:
+    """The published numbers in the long table-rows format (`source` = `paper` or `quoted`), for MLflow."""
     records = []
     for spec in table_specs(paper).values():
         for row in spec.rows:
             for col in spec.columns:
                 value = row.get(col["key"])
-                records.append(
-                    {
-                        "table": spec.table_id,
-                        "row": str(row[spec.row_key]),
-                        "source": "paper",
-                        "metric": col["key"],
-                        "value": float(value) if _is_number(value) else float("nan"),
-                        "data": col.get("paper_data", ""),
-                        "note": NOT_FOUND if value == NOT_FOUND else "",
-                    }
-                )
+                records.append({
+                    "table": spec.table_id, "row": str(row[spec.row_key]), "source": _row_source(row),
+                    "metric": col["key"], "value": float(value) if _is_number(value) else float("nan"),
+                    "data": str(row.get("quoted_from") or col.get("paper_data", "")),
+                    "note": NOT_FOUND if value == NOT_FOUND else "",
+                })
     return pd.DataFrame(records)
 
 
@@ -88,6 +111,74 @@ def _fmt(value: Any, fmt: str) -> str:
     if _is_number(value):
         return format(float(value), fmt)
     return str(value)
+
+
+# --------------------------------------------------------------------------------- our table rows
+class TableRows:
+    """The one builder of a paper's table rows. `add` one cell from its per-seed (or per-image) values;
+    `frame` returns the long frame the report, metrics.json and MLflow read.
+
+        rows = TableRows()
+        rows.add("table_1", "MASH", "sidd_val_psnr", per_image_psnr, over="images", data="cam_rgb")
+        rows.add("table_1", "DIP", "sidd_val_psnr", None, note="needs 1000s of iterations per image")
+        return rows.frame(profile=runtime["profile"], data_fingerprint=fp, params={"train": train})
+    """
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def add(self, table: str, row: str, metric: str, values: Any, *, over: str = "seeds", data: str = "",
+            note: str = "") -> None:
+        """`values`: one number, a sequence / Series / {unit: value} of per-unit numbers, or None (with a
+        `note` saying why the cell is empty). A NaN among the values makes the cell empty, never dropped."""
+        if values is None:
+            vals: list[float] = []
+            over = ""
+        elif isinstance(values, Mapping):
+            vals = [float(v) for v in values.values()]
+        elif isinstance(values, pd.Series | list | tuple) or hasattr(values, "__array__"):
+            vals = [float(v) for v in list(values)]
+        else:
+            vals = [float(values)]
+        n = len(vals)
+        bad = [v for v in vals if math.isnan(v)]
+        if n == 0 or bad:
+            value, std = float("nan"), float("nan")
+            if not note:
+                note = f"{len(bad)} of {n} {over} have no value" if bad else "not computed in this profile"
+        else:
+            value = sum(vals) / n
+            std = float(pd.Series(vals).std(ddof=1)) if n > 1 else float("nan")
+        self.records.append({"table": table, "row": str(row), "source": "ours", "metric": metric,
+                             "value": value, "n": n, "std": std, "over": over, "data": data, "note": note})
+
+    def frame(self, *, profile: str = "", data_fingerprint: str = "", params: Mapping[str, Any] | None = None,
+              ) -> pd.DataFrame:
+        from cvpr24.core.tracking import flatten
+
+        out = pd.DataFrame(self.records, columns=["table", "row", "source", "metric", "value", "n", "std",
+                                                  "over", "data", "note"])
+        out["profile"] = profile
+        out["data_fingerprint"] = data_fingerprint
+        out["params"] = json.dumps(flatten(dict(params or {})), default=str)
+        return out
+
+
+def mlflow_rows(rows: pd.DataFrame, paper: Mapping[str, Any]) -> pd.DataFrame:
+    """Our table rows plus the published numbers (`source=paper` / `source=quoted`), one MLflow run per row."""
+    return pd.concat([rows, paper_rows(paper)], ignore_index=True)
+
+
+def _evidence(rec: Mapping[str, Any], fmt: str) -> str:
+    """`28.12 ± 0.31 (n=3)` over seeds, `28.12 (n=2)` over images, plain when `n` is unknown."""
+    text = _fmt(rec["value"], fmt)
+    n = rec.get("n")
+    if not rec.get("over") or n is None or (isinstance(n, float) and math.isnan(n)):
+        return text
+    std = rec.get("std")
+    if rec.get("over") == "seeds" and _is_number(std):
+        text += f" ± {format(float(std), fmt)}"
+    return text + f" (n={int(n)})"
 
 
 def compose_table(spec: TableSpec, ours: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -113,7 +204,7 @@ def compose_table(spec: TableSpec, ours: pd.DataFrame) -> tuple[pd.DataFrame, li
             return "not run " + note_ref("this row is not computed in this profile")
         rec = hit.iloc[-1]
         if _is_number(rec["value"]):
-            return _fmt(rec["value"], col.get("fmt", ".2f"))
+            return _evidence(rec, col.get("fmt", ".2f"))
         return "— " + note_ref(str(rec.get("note") or "not computed"))
 
     out_rows = []
@@ -121,8 +212,12 @@ def compose_table(spec: TableSpec, ours: pd.DataFrame) -> tuple[pd.DataFrame, li
     for prow in spec.rows:
         name = str(prow[spec.row_key])
         rec = {c: prow.get(c, "") for c in spec.index}
+        quoted = prow.get("quoted_from")
         for col in spec.columns:
-            rec[f"{col['label']} (paper)"] = _fmt(prow.get(col["key"]), col.get("fmt", ".2f"))
+            cell = _fmt(prow.get(col["key"]), col.get("fmt", ".2f"))
+            if quoted and cell not in ("–", NOT_FOUND):
+                cell += " " + note_ref(f"quoted from {quoted}; not a number of this paper")
+            rec[f"{col['label']} (paper)"] = cell
             rec[f"{col['label']} (ours)"] = ours_cell(name, col)
         out_rows.append(rec)
     extra_names = [] if ours.empty else [r for r in dict.fromkeys(ours["row"]) if r not in paper_names]
@@ -136,8 +231,9 @@ def compose_table(spec: TableSpec, ours: pd.DataFrame) -> tuple[pd.DataFrame, li
     return pd.DataFrame(out_rows), footnotes
 
 
-def table_markdown(spec: TableSpec, display: pd.DataFrame, footnotes: list[str], data_note: str = "") -> str:
-    lines = [f"## {spec.table_id.replace('_', ' ').title()}: {spec.title}", ""]
+def table_markdown(spec: TableSpec, display: pd.DataFrame, footnotes: list[str], data_note: str = "",
+                   column_notes: Mapping[str, str] | None = None, ours: pd.DataFrame | None = None) -> str:
+    lines = [f"### {spec.label}: {spec.title}" if spec.label else f"### {spec.title}", ""]
     if spec.caption:
         lines += [spec.caption, ""]
     if data_note:
@@ -145,14 +241,24 @@ def table_markdown(spec: TableSpec, display: pd.DataFrame, footnotes: list[str],
     lines.append(display.to_markdown(index=False))
     if footnotes:
         lines += ["", *[f"[{i + 1}] {text}  " for i, text in enumerate(footnotes)]]
-    col_notes = [f"- **{c['label']}**: ours on {c['ours']}" for c in spec.columns if c.get("ours")]
+    if ours is not None and "n" in ours.columns:
+        sub = ours[ours["table"] == spec.table_id]
+        shown = sub[sub["value"].map(_is_number)] if "over" in sub else sub.iloc[0:0]
+        overs = sorted({str(o) for o in shown["over"].dropna() if o})
+        if overs:
+            lines += ["", f"(n=…) after each of our numbers: how many {' / '.join(overs)} it averages"
+                      + ("; ± is the standard deviation over seeds." if "seeds" in overs else ".")]
+    notes = dict(column_notes or {})
+    col_notes = [f"- **{c['label']}**: ours on {notes.get(c['key']) or c['ours']}" for c in spec.columns
+                 if notes.get(c["key"]) or c.get("ours")]
     if col_notes:
         lines += ["", "Data behind our columns:", *col_notes]
     return "\n".join(lines) + "\n"
 
 
 def table_csv(spec: TableSpec, ours: pd.DataFrame) -> str:
-    """Machine-readable table: index columns, then `<key>_paper`, `<key>_ours`, `<key>_note` per column."""
+    """Machine-readable table: index columns, `source` of the published row (paper / quoted / empty), then
+    per metric column `<key>_paper`, `<key>_ours`, `<key>_n`, `<key>_std`, `<key>_data`, `<key>_note`."""
     sub = ours[ours["table"] == spec.table_id] if not ours.empty else ours
     names = [str(r[spec.row_key]) for r in spec.rows]
     if not sub.empty:
@@ -164,31 +270,67 @@ def table_csv(spec: TableSpec, ours: pd.DataFrame) -> str:
         rec = {c: prow.get(c, "") for c in spec.index}
         rec[spec.row_key] = name
         rec["in_paper"] = name in paper_by_name
+        rec["source"] = _row_source(prow) if prow else ""
+        rec["quoted_from"] = prow.get("quoted_from", "") if prow else ""
         for col in spec.columns:
-            pv = prow.get(col["key"])
-            rec[f"{col['key']}_paper"] = pv if _is_number(pv) else ("" if pv is None else pv)
-            hit = sub[(sub["row"] == name) & (sub["metric"] == col["key"])] if not sub.empty else sub
-            if not hit.empty and _is_number(hit.iloc[-1]["value"]):
-                rec[f"{col['key']}_ours"] = float(hit.iloc[-1]["value"])
-                rec[f"{col['key']}_note"] = ""
-            else:
-                rec[f"{col['key']}_ours"] = ""
-                rec[f"{col['key']}_note"] = "" if hit.empty else str(hit.iloc[-1].get("note", ""))
+            k = col["key"]
+            pv = prow.get(k)
+            rec[f"{k}_paper"] = pv if _is_number(pv) else ("" if pv is None else pv)
+            hit = sub[(sub["row"] == name) & (sub["metric"] == k)] if not sub.empty else sub
+            last = hit.iloc[-1] if not hit.empty else {}
+            ok = not hit.empty and _is_number(last["value"])
+            rec[f"{k}_ours"] = float(last["value"]) if ok else ""
+            rec[f"{k}_n"] = int(last["n"]) if not hit.empty and _is_number(last.get("n")) else ""
+            rec[f"{k}_std"] = float(last["std"]) if ok and _is_number(last.get("std")) else ""
+            rec[f"{k}_data"] = str(last.get("data", "") or "") if not hit.empty else ""
+            rec[f"{k}_note"] = "" if ok or hit.empty else str(last.get("note", ""))
         records.append(rec)
     return pd.DataFrame(records).to_csv(index=False)
 
 
-def claims_markdown(claims: pd.DataFrame, title: str = "Key claims checked on the embedded data") -> str:
-    """claims: id, claim, check, measured, margin, passed (bool), note."""
+# ------------------------------------------------------------------------------------------- claims
+def claims_markdown(claims: pd.DataFrame, title: str = "Claims checked on our data") -> str:
+    """The claims table. Frames from `core.claims.evaluate_claims` (with `verdict`) show the verdict,
+    the per-unit evidence and the paper / sanity tallies apart; older frames (`passed`) still render."""
     lines = [f"## {title}", ""]
     if claims.empty:
         return "\n".join(lines + ["No claims were checked in this profile.", ""])
+    if "verdict" not in claims.columns:
+        warnings.warn("claims without `verdict`: move the paper onto core.claims (CONTRACT.md)",
+                      DeprecationWarning, stacklevel=2)
+        return _legacy_claims_markdown(claims, lines)
+    show = claims.copy()
+
+    def fmt(x: Any, units: str) -> str:
+        return f"{x:+.3g}{(' ' + units) if units else ''}" if _is_number(x) else "–"
+
+    show["rule"] = [f"{r.direction} {r.threshold:g} {r.units}".strip() for r in show.itertuples()]
+    show["mean"] = [fmt(r.mean, r.units) for r in show.itertuples()]
+    show["margin (mean; worst – best)"] = [
+        f"{fmt(r.margin, '')} ({fmt(r.min_margin, '')} – {fmt(r.max_margin, '')})" if _is_number(r.margin) else "–"
+        for r in show.itertuples()]
+    show["n"] = [f"{int(r.n)} {r.over}" for r in show.itertuples()]
+    parts = []
+    for kind, heading in (("paper", "The paper's claims"), ("sanity", "Sanity checks of our pipeline")):
+        sub = show[show["kind"] == kind]
+        if sub.empty:
+            continue
+        cols = ["id", "statement", "where", "check", "rule", "n", "mean", "margin (mean; worst – best)",
+                "verdict", "measured", "note"]
+        parts += [f"### {heading}", "", sub[cols].to_markdown(index=False), "",
+                  f"{heading}: {tally_text(tally(claims, kind))}.", ""]
+    rule = ("Verdict rule (one for every paper, `cvpr24.core.claims`): PASS when the margin clears the threshold "
+            "on the mean and on every seed (image); FAIL when it misses on the mean and on every one; "
+            "INCONCLUSIVE when they disagree; N/A when a value is missing. The margin is how far the value "
+            "is past the threshold in the claim's direction (negative: short of it).")
+    return "\n".join(lines + parts + [rule, ""])
+
+
+def _legacy_claims_markdown(claims: pd.DataFrame, lines: list[str]) -> str:
     show = claims.copy()
     show["result"] = show["passed"].map(lambda p: "PASS" if p is True else ("FAIL" if p is False else "n/a"))
     show["margin"] = show["margin"].map(lambda m: f"{m:+.3f}" if _is_number(m) else "–")
-    cols = ["id", "claim", "check", "measured", "margin", "result"]
-    if "note" in show.columns:
-        cols.append("note")
+    cols = ["id", "claim", "check", "measured", "margin", "result"] + (["note"] if "note" in show.columns else [])
     lines.append(show[cols].to_markdown(index=False))
     n_pass = int((claims["passed"] == True).sum())  # noqa: E712
     lines += ["", f"{n_pass} of {len(claims)} claims hold on this data. A positive margin is by how much "
@@ -197,18 +339,29 @@ def claims_markdown(claims: pd.DataFrame, title: str = "Key claims checked on th
 
 
 def metrics_json(ours: pd.DataFrame, claims: pd.DataFrame | None = None) -> str:
-    """`metrics.json` for `dvc metrics show/diff`: {table: {row: {metric: value}}, claims: {id: margin}}."""
+    """`metrics.json` for `dvc metrics show/diff`: {table: {row: {metric: value, metric_n, metric_std}},
+    claims: {id: {margin, min_margin, passed, verdict, n}}}."""
     out: dict[str, Any] = {}
-    for rec in ours.itertuples():
-        if rec.source != "ours" or not _is_number(rec.value):
+    for rec in ours.to_dict("records"):
+        if rec.get("source") != "ours" or not _is_number(rec.get("value")):
             continue
-        out.setdefault(rec.table, {}).setdefault(rec.row, {})[rec.metric] = round(float(rec.value), 6)
+        cell = out.setdefault(rec["table"], {}).setdefault(rec["row"], {})
+        cell[rec["metric"]] = round(float(rec["value"]), 6)
+        if _is_number(rec.get("n")):
+            cell[f"{rec['metric']}_n"] = int(rec["n"])
+        if rec.get("over") == "seeds" and _is_number(rec.get("std")):
+            cell[f"{rec['metric']}_std"] = round(float(rec["std"]), 6)
     if claims is not None and not claims.empty:
-        out["claims"] = {
-            str(c.id): {"margin": round(float(c.margin), 6) if _is_number(c.margin) else None,
-                        "passed": bool(c.passed) if c.passed in (True, False) else None}
-            for c in claims.itertuples()
-        }
+        def num(x: Any) -> float | None:
+            return round(float(x), 6) if _is_number(x) else None
+
+        out["claims"] = {}
+        for c in claims.to_dict("records"):
+            entry = {"margin": num(c.get("margin")),
+                     "passed": bool(c["passed"]) if c.get("passed") in (True, False) else None}
+            if "verdict" in c:
+                entry.update(verdict=c["verdict"], kind=c["kind"], n=int(c["n"]), min_margin=num(c["min_margin"]))
+            out["claims"][str(c["id"])] = entry
     return json.dumps(out, indent=2, sort_keys=True) + "\n"
 
 
@@ -220,3 +373,94 @@ def figure_png(fig, dpi: int = 110) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------ the one report
+@dataclass
+class Figure:
+    """A figure of the report: `figures/<name>.png` with its caption."""
+
+    name: str
+    caption: str
+    png: bytes
+
+
+def build_report(
+    slug: str,
+    paper: Mapping[str, Any],
+    rows: pd.DataFrame,
+    claims: pd.DataFrame,
+    *,
+    profile: str,
+    figures: Iterable[Figure] = (),
+    column_notes: Mapping[str, Mapping[str, str]] | None = None,
+    sections: Iterable[tuple[str, str]] = (),
+    files: Mapping[str, str | bytes] | None = None,
+) -> dict[str, str | bytes]:
+    """Every report file of one paper as {relative path: content}, for `ReportDataset`.
+
+    README.md sections, always in this order: title + citation; what differs from the paper
+    (`paper.yaml: differences`); the tables; the claims with verdicts; the figures; reading the results
+    (`paper.yaml: reading`, then the paper's own `sections`, e.g. a per-image table); how to regenerate.
+    `column_notes[table_id][column key]` names the data behind one of our columns; `files` adds the
+    paper's own extra files (plots CSVs, per-image CSVs)."""
+    out: dict[str, str | bytes] = {}
+    name = paper.get("name") or slug
+    readme = [f"# {name}: regenerated tables ({profile} profile)", "", f"Paper: {paper['citation']}", ""]
+    if paper.get("code"):
+        readme += [f"Official code: {paper['code']}", ""]
+    readme += [f"## {SECTIONS[0]}", ""]
+    differences = list(paper.get("differences") or [])
+    readme += [f"- {d}" for d in differences] or ["- (paper.yaml lists no differences)"]
+    has_paper = paper_numbers_available(paper, rows)
+    readme += ["", f"## {SECTIONS[1]}", "",
+               "Each table keeps the paper's layout: `(paper)` columns hold the paper's numbers (quoted numbers "
+               "from other sources are footnoted as such), `(ours)` columns this run's, with the number of "
+               f"seeds or images each averages. Paper numbers available beside ours: {has_paper[0]} of "
+               f"{has_paper[1]} cells.", ""]
+    for table_id, spec in table_specs(paper).items():
+        display, notes = compose_table(spec, rows)
+        md = table_markdown(spec, display, notes, column_notes=(column_notes or {}).get(table_id), ours=rows)
+        out[f"{spec.file_stem}.md"] = md
+        out[f"{spec.file_stem}.csv"] = table_csv(spec, rows)
+        readme += [md, ""]
+    claims_md = claims_markdown(claims, title=SECTIONS[2])
+    out["claims.md"] = claims_md
+    out["claims.csv"] = claims.to_csv(index=False)
+    readme += [claims_md, f"## {SECTIONS[3]}", ""]
+    for fig in figures:
+        out[f"figures/{fig.name}.png"] = fig.png
+        readme += [f"![{fig.caption}](figures/{fig.name}.png)", "", fig.caption, ""]
+    readme += [f"## {SECTIONS[4]}", ""]
+    if paper.get("reading"):
+        readme += [str(paper["reading"]).strip(), ""]
+    for title, body in sections:
+        readme += [f"### {title}", "", body.strip(), ""]
+    readme += [f"## {SECTIONS[5]}", "",
+               f"- this paper, the tracked default profile: `dvc repro pipelines/{slug}/dvc.yaml` "
+               f"(or `kedro run --pipeline={slug}`)",
+               f"- the seconds-long CI profile: `kedro run --pipeline={slug} --env=ci` (writes reports/ci/{slug})",
+               "- everything and the index: `make repro`", ""]
+    out.update(files or {})
+    out["README.md"] = "\n".join(readme)
+    out["metrics.json"] = metrics_json(rows, claims)
+    return out
+
+
+def paper_numbers_available(paper: Mapping[str, Any], rows: pd.DataFrame) -> tuple[int, int]:
+    """(cells of ours that have a published number beside them, cells of ours with a number)."""
+    have, total = 0, 0
+    ours = rows[rows["source"] == "ours"] if not rows.empty else rows
+    for spec in table_specs(paper).values():
+        published = {(str(r[spec.row_key]), c["key"]): r.get(c["key"]) for r in spec.rows for c in spec.columns}
+        sub = ours[ours["table"] == spec.table_id] if not ours.empty else ours
+        for rec in sub.to_dict("records"):
+            if _is_number(rec["value"]):
+                total += 1
+                have += _is_number(published.get((rec["row"], rec["metric"])))
+    return have, total
+
+
+__all__ = ["NA", "NOT_FOUND", "SECTIONS", "Figure", "TableRows", "TableSpec", "build_report", "claims_markdown",
+           "compose_table", "figure_png", "metrics_json", "mlflow_rows", "paper_numbers_available", "paper_rows",
+           "table_csv", "table_markdown", "table_specs"]

@@ -2,7 +2,11 @@
 
 The evaluate phase of every paper returns a long *table-rows* DataFrame:
 
-    table | row | source ("ours" or "paper") | metric | value | data | note
+    table | row | source ("ours", "paper" or "quoted") | metric | value | n | std | over | data | note
+
+(`n`, `std`, `over`: how many seeds / images a value of ours averages and their spread; built by
+`cvpr24.core.reporting.TableRows`). Every experiment gets the tag `mlflow.experimentKind =
+custom_model_development`; `table`, `row` and `source` are run tags to group by.
 
 plus optional run-level columns `params` (a JSON string), `profile`, `git_commit`, `data_fingerprint`.
 `log_table_runs` groups it by (table, row, source) and logs each group as one run in the paper's
@@ -41,16 +45,26 @@ def _client(tracking_uri: str | None):
     return MlflowClient(tracking_uri=uri)
 
 
+# MLflow 3 opens an experiment without this tag on its GenAI overview; ours are model training
+# (tag name and value as the installed mlflow sets them: `mlflow.experimentKind`, `custom_model_development`).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def ensure_experiment(client, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
+        exp_id = exp.experiment_id
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return exp_id
     if str(client.tracking_uri).startswith(("http://", "https://")):
-        return client.create_experiment(name)  # a tracking server: it chooses (and serves) the artifacts
-    location = (ARTIFACT_ROOT / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+        exp_id = client.create_experiment(name)  # a tracking server: it chooses (and serves) the artifacts
+    else:
+        exp_id = client.create_experiment(name, artifact_location=(ARTIFACT_ROOT / name).resolve().as_uri())
+    client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp_id
 
 
 def _safe_key(text: str) -> str:
@@ -78,12 +92,14 @@ def log_table_runs(rows: pd.DataFrame, *, experiment: str, tracking_uri: str | N
                 tags[col] = str(first[col])
         tags.setdefault("git_commit", git_commit())
         for _, rec in group.iterrows():
-            for col in ("data", "note"):
+            for col in ("data", "note", "over"):
                 if col in group.columns and isinstance(rec.get(col), str) and rec[col]:
                     tags[_safe_key(f"{col}.{rec['metric']}")] = str(rec[col])[:5000]
+            if "n" in group.columns and _finite(rec.get("n")) and isinstance(rec.get("over"), str) and rec["over"]:
+                tags[_safe_key(f"n.{rec['metric']}")] = str(int(rec["n"]))
         query = f"tags.table = '{table}' and tags.row = '{_escape(row)}' and tags.source = '{source}'"
         previous = client.search_runs([exp_id], filter_string=query, max_results=1000)
-        if source == "paper":
+        if source in ("paper", "quoted"):
             signature = json.dumps(
                 {str(r.metric): r.value for r in group.itertuples() if _finite(r.value)}, sort_keys=True
             )
@@ -103,6 +119,8 @@ def log_table_runs(rows: pd.DataFrame, *, experiment: str, tracking_uri: str | N
         for rec in group.itertuples():
             if _finite(rec.value):
                 client.log_metric(run_id, _safe_key(rec.metric), float(rec.value))
+            if getattr(rec, "over", "") == "seeds" and _finite(getattr(rec, "std", None)):
+                client.log_metric(run_id, _safe_key(f"{rec.metric}_std"), float(rec.std))
         client.set_terminated(run_id)
         created.append(run_id)
     log.info("logged %d MLflow runs to experiment %r", len(created), experiment)

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from cvpr24.core.safety import load_weights
+
 log = logging.getLogger(__name__)
 
 StepFn = Callable[[int], dict[str, float]]
@@ -95,7 +97,7 @@ class Checkpointer:
             log.warning("checkpoint %s fails its sha256 check (corrupt or truncated); skipping it", path)
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return load_weights(path)
         except Exception as exc:  # a file that passes the checksum but still cannot be read
             log.warning("checkpoint %s cannot be loaded (%s); skipping it", path, exc)
             return None
@@ -223,3 +225,36 @@ def mlflow_step_logger(prefix: str) -> LogFn | None:
         mlflow.log_metrics({f"{prefix}/{k}": float(v) for k, v in metrics.items()}, step=step)
 
     return _log
+
+
+def job_key(**parts: Any) -> str:
+    """The fingerprint a cached job is stored under: everything that changes its result (the job's
+    parameters, seed, code fingerprint, a fingerprint of its input data), as JSON-able values."""
+    from cvpr24.core.provenance import fingerprint_json
+
+    return fingerprint_json(parts)
+
+
+def cached_job(
+    directory: str | Path,
+    name: str,
+    key: str,
+    fit: Callable[[Checkpointer], dict[str, Any]],
+    *,
+    to_cache: Callable[[dict[str, Any]], dict[str, Any]] = lambda out: out,
+    from_cache: Callable[[dict[str, Any]], dict[str, Any]] = lambda cached: cached,
+    keep: int = 2,
+) -> tuple[dict[str, Any], bool]:
+    """Run one job at most once: `<directory>/<name>-<key>/final.pt` holds a finished result.
+
+    A finished result is read back (`from_cache`, returned with `True`); otherwise `fit(checkpointer)`
+    runs (resuming from the folder's newest good checkpoint if it passes the checkpointer to
+    `train_loop`), its result is saved (`to_cache`: tensors and plain containers only) and returned
+    with `False`. The key comes from `job_key`, so a changed job never reads a stale result."""
+    ckpt = Checkpointer(Path(directory) / f"{name}-{key}", keep=keep)
+    cached = ckpt.load_final()
+    if cached is not None:
+        return from_cache(cached), True
+    out = fit(ckpt)
+    ckpt.save_final(to_cache(out))
+    return out, False

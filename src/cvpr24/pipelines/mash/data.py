@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from cvpr24.core.ingest import MissingDatasetError, missing_dataset
+
 # ------------------------------------------------------------------------------------------- clean crops
 #: scikit-image images whose files ship inside the wheel (verified offline with scikit-image 0.26.0).
 #: name -> True for grey images, False for RGB. ``stereo_motorcycle`` is the left view.
@@ -509,11 +511,9 @@ POLYU_SOURCE = (
 _IMAGE_EXTS = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
 
 
-def _missing(path: Path, source: str, root: Path, example: str) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"{path} not found. To get it, {source}; put the files in {root} (the root directory "
-        f"configured for this dataset, e.g. {example})."
-    )
+def _missing(path: Path, source: str, root: Path, example: str) -> MissingDatasetError:
+    return missing_dataset("the dataset file", path, f"to get it, {source}; put the files in {root} (the root "
+                           f"directory configured for this dataset, e.g. {example}).")
 
 
 def _load_mat_var(path: Path, var: str, source: str, root: Path) -> np.ndarray:
@@ -667,7 +667,7 @@ def read_fmdd(root: str | Path, max_images: int | None = None) -> list[tuple[str
             break
         gt_path = gt_dir / raw_path.name
         if not gt_path.is_file():
-            raise FileNotFoundError(
+            raise MissingDatasetError(
                 f"FMDD raw image {raw_path} has no ground truth {gt_path} (raw/ and gt/ must hold the same file "
                 f"names); {FMDD_SOURCE}"
             )
@@ -711,7 +711,7 @@ def flatten_fmdd_release(
         names = [subset] if isinstance(subset, str) else list(subset)
         bases = [release_root / n for n in names]
     if not bases:
-        raise FileNotFoundError(
+        raise MissingDatasetError(
             f"no FMDD config folders with a raw/ sub-folder under {release_root}; {FMDD_SOURCE}"
         )
     plan: dict[str, tuple[Path, Path]] = {}
@@ -728,7 +728,7 @@ def flatten_fmdd_release(
             if not gt_path.is_file():
                 gt_path = gt_dir / rel.parent / "avg50.png"
             if not gt_path.is_file():
-                raise FileNotFoundError(
+                raise MissingDatasetError(
                     f"FMDD release: no ground truth for {raw_path} (looked for {gt_dir / rel} and {gt_path})"
                 )
             parts = rel.parts if base.name == "test_mix" else (base.name, *rel.parts)
@@ -737,7 +737,7 @@ def flatten_fmdd_release(
                 raise ValueError(f"FMDD release: two raw files flatten to the same name {name!r}")
             plan[name] = (raw_path, gt_path)
     if not plan:
-        raise FileNotFoundError(f"no raw images found under {[str(b / 'raw') for b in bases]}; {FMDD_SOURCE}")
+        raise MissingDatasetError(f"no raw images found under {[str(b / 'raw') for b in bases]}; {FMDD_SOURCE}")
     (out_root / "raw").mkdir(parents=True, exist_ok=True)
     (out_root / "gt").mkdir(parents=True, exist_ok=True)
     for name, (raw_path, gt_path) in plan.items():
@@ -780,7 +780,7 @@ def read_polyu(root: str | Path, max_images: int | None = None) -> list[tuple[st
     for name, slot in pairs.items():
         for have, need in (("real", "mean"), ("mean", "real")):
             if have in slot and need not in slot:
-                raise FileNotFoundError(
+                raise MissingDatasetError(
                     f"PolyU file {slot[have]} has no partner {name}_{need}.JPG next to it; every <name>_real.JPG "
                     f"needs a <name>_mean.JPG ({POLYU_SOURCE})"
                 )

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cvpr24.core.provenance import fingerprint_arrays, fingerprint_files, fingerprint_json
+from cvpr24.core.provenance import fingerprint_arrays, fingerprint_files
 from cvpr24.core.seeding import derive_seed, torch_generator
-from cvpr24.core.training import Checkpointer, TrainState, train_loop
+from cvpr24.core.training import Checkpointer, TrainState, cached_job, job_key, train_loop
 from cvpr24.pipelines.mash.model import (
     UNetN2N,
     bernoulli_mask,
@@ -127,9 +127,7 @@ def fit_bsd(
 
 
 def job_cache_key(job: dict[str, Any], train: dict[str, Any], noisy: np.ndarray, seed: int, code: str) -> str:
-    return fingerprint_json(
-        {"job": job, "train": train, "seed": seed, "code": code, "image": fingerprint_arrays({"y": noisy})}
-    )
+    return job_key(job=job, train=train, seed=seed, code=code, image=fingerprint_arrays({"y": noisy}))
 
 
 def run_job(
@@ -146,30 +144,27 @@ def run_job(
     """Run (or read back from its cache) one job. Executed in a worker process."""
     torch.use_deterministic_algorithms(True, warn_only=True)
     key = job_cache_key(job, _job_relevant(train, job), noisy, seed, code)
-    ckpt = Checkpointer(Path(checkpoint_root) / f"{job['job_id']}-{key}", keep=2)
-    cached = ckpt.load_final()
-    if cached is not None:
-        return _from_cache(cached, job)
     job_seed = derive_seed(seed, job["job_id"])
-    start = time.perf_counter()
-    kind = job["kind"]
-    if kind == "bsd":
-        rel = train["rel_threshold"]["rgb" if noisy.shape[2] == 3 else "grey"]
-        out = fit_bsd(
-            noisy, tau=float(job["tau"]), iterations=int(train["iterations"]), lr=float(train["lr"]),
-            width=int(train["width"]), loss=train["loss"], num_predictions=int(train["num_predictions"]),
-            seed=job_seed, lps=bool(job["lps"]), lps_iteration=int(train["lps_iteration"]),
-            tile_size=int(job["tile_size"]), std_block=int(train["std_block"]), rel_threshold=float(rel),
-            checkpointer=ckpt, checkpoint_every=int(train["checkpoint_every"]), desc=job["job_id"],
-            device=device,
-        )
-    else:
-        out = _run_baseline(kind, noisy, train, job_seed, psd)
-    out["seconds"] = time.perf_counter() - start
-    ckpt.save_final(_to_cache(out))
-    out["cached"] = False
-    out["job_id"] = job["job_id"]
-    return out
+
+    def fit(ckpt: Checkpointer) -> dict[str, Any]:
+        start = time.perf_counter()
+        if job["kind"] == "bsd":
+            rel = train["rel_threshold"]["rgb" if noisy.shape[2] == 3 else "grey"]
+            out = fit_bsd(
+                noisy, tau=float(job["tau"]), iterations=int(train["iterations"]), lr=float(train["lr"]),
+                width=int(train["width"]), loss=train["loss"], num_predictions=int(train["num_predictions"]),
+                seed=job_seed, lps=bool(job["lps"]), lps_iteration=int(train["lps_iteration"]),
+                tile_size=int(job["tile_size"]), std_block=int(train["std_block"]), rel_threshold=float(rel),
+                checkpointer=ckpt, checkpoint_every=int(train["checkpoint_every"]), desc=job["job_id"],
+                device=device,
+            )
+        else:
+            out = _run_baseline(job["kind"], noisy, train, job_seed, psd)
+        out["seconds"] = time.perf_counter() - start
+        return out
+
+    out, cached = cached_job(checkpoint_root, job["job_id"], key, fit, to_cache=_to_cache, from_cache=_from_cache)
+    return {**out, "cached": cached, "job_id": job["job_id"]}
 
 
 def _job_relevant(train: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
@@ -216,9 +211,5 @@ def _to_cache(out: dict[str, Any]) -> dict[str, Any]:
     return cache
 
 
-def _from_cache(cached: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
-    out = dict(cached)
-    out["denoised"] = cached["denoised"].numpy()
-    out["cached"] = True
-    out["job_id"] = job["job_id"]
-    return out
+def _from_cache(cached: dict[str, Any]) -> dict[str, Any]:
+    return {**cached, "denoised": cached["denoised"].numpy()}

@@ -12,7 +12,6 @@ let a killed run resume. It is keyed by code, parameters and data, so it can nev
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -20,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from cvpr24.core import metrics as M
+from cvpr24.core.ingest import dispatch
 from cvpr24.core.parallel import map_jobs
 from cvpr24.core.provenance import fingerprint_arrays
-from cvpr24.core.reporting import paper_rows
+from cvpr24.core.reporting import TableRows
 from cvpr24.core.seeding import derive_seed
-from cvpr24.core.tracking import flatten, log_history_to_active_run
+from cvpr24.core.tracking import log_history_to_active_run
 from cvpr24.core.validation import add_divisibility, manifest_from_arrays, validate_manifest
 from cvpr24.pipelines.mash import data as D
 from cvpr24.pipelines.mash import expectations as E
@@ -72,8 +72,6 @@ def _real(real: dict[str, Any]):
     readers = {"sidd_val": D.read_sidd_validation, "sidd_bench": D.read_sidd_benchmark,
                "fmdd": D.read_fmdd, "polyu": D.read_polyu}
     clean, noisy, meta = {}, {}, {}
-    if not real:
-        raise FileNotFoundError(f"data.source is 'real' but no dataset root is configured under mash.data.real; {REAL_FIX}")
     for name, cfg in real.items():
         if name not in readers:
             raise ValueError(f"unknown real dataset {name!r} in mash.data.real (known: {sorted(readers)})")
@@ -89,15 +87,9 @@ def _real(real: dict[str, Any]):
 
 def ingest(data: dict[str, Any], runtime: dict[str, Any]):
     """Materialise the raw images (embedded generator or real datasets) and validate their manifest."""
-    if data["source"] == "embedded":
-        clean, noisy, meta = _embedded(data, int(runtime["seed"]))
-        fix = "the embedded generator produced bad data: check mash.data in conf/<env>/parameters/mash.yml"
-        multiple = 32
-    elif data["source"] == "real":
-        clean, noisy, meta = _real(data["real"])
-        fix, multiple = REAL_FIX, 1  # real images are cropped to a multiple of 32 in preprocess
-    else:
-        raise ValueError(f"mash.data.source must be 'embedded' or 'real', got {data['source']!r}")
+    (clean, noisy, meta), fix = dispatch(data, slug="mash", embedded=lambda: _embedded(data, int(runtime["seed"])),
+                                         real=lambda: _real(data["real"]), real_fix=REAL_FIX)
+    multiple = 32 if data["source"] == "embedded" else 1  # real images are cropped to 32s in preprocess
     noisy_m = manifest_from_arrays(noisy, meta).assign(kind="noisy")
     clean_m = manifest_from_arrays(clean, meta).assign(kind="clean")
     validate_manifest(add_divisibility(noisy_m, 32), E.noisy(multiple), dataset="mash.noisy", fix=fix)
@@ -262,20 +254,17 @@ TABLE3_VARIANTS = {"fixed tau=0.5": "bsd_t0.5", "fixed tau=0.5 + LPS": "bsd_t0.5
                    "adaptive tau": "mash_nolps", "adaptive tau + LPS (MASH)": "mash"}
 
 
-def _cell(per_image: pd.DataFrame, method: str, group: str | None, metric: str, why_none: str):
-    if group is None:
-        return float("nan"), "", why_none
+def _psnr(per_image: pd.DataFrame, method: str, group: str | None, metric: str = "psnr") -> pd.Series:
+    """`metric` per image (indexed by image id) for one method on one image group."""
     sub = per_image[(per_image["method"] == method) & (per_image["group"] == group)]
-    if sub.empty:
-        return float("nan"), "", f"no {group} images with method {method} in this profile"
-    return float(sub[metric].mean()), f"{group} ({len(sub)} images)", ""
+    return sub.set_index("image_id")[metric]
 
 
 def table_rows(per_image: pd.DataFrame, selection: pd.DataFrame, jobs: pd.DataFrame, job_log: pd.DataFrame,
                paper: dict[str, Any], params: dict[str, Any], train: dict[str, Any],
                runtime: dict[str, Any], manifest: pd.DataFrame) -> pd.DataFrame:
-    """One record per (table, row, metric) in the long table-rows format (see core.tracking)."""
-    tables, recs = paper["tables"], []
+    """Every cell of ours, each from its per-image (per-job) values, in core's table-rows format."""
+    tables, rows = paper["tables"], TableRows()
     groups = params["column_groups"]
 
     def why(group_key: str) -> str:
@@ -283,73 +272,78 @@ def table_rows(per_image: pd.DataFrame, selection: pd.DataFrame, jobs: pd.DataFr
             return "SIDD Benchmark ground truth is withheld (scored by the SIDD server); no embedded counterpart"
         return f"no embedded counterpart of {group_key}; the full profile reads it (pipelines/mash/README.md)"
 
-    def add(table: str, row: str, metric: str, value: float, data: str = "", note: str = "") -> None:
-        recs.append({"table": table, "row": row, "source": "ours", "metric": metric, "value": value,
-                     "data": data, "note": note})
+    def add_group(table: str, row: str, key: str, method: str, group_key: str, metric: str = "psnr") -> None:
+        g = groups.get(group_key)
+        vals = _psnr(per_image, method, g, metric) if g else None
+        if vals is None or vals.empty:
+            rows.add(table, row, key, None, note=why(group_key) if g is None else f"no {g} images with {method}")
+        else:
+            rows.add(table, row, key, vals, over="images", data=str(g))
 
-    # Table 1: every method on each dataset column's stand-in group.
     not_reproduced = tables["table_1"].get("not_reproduced", {})
-    for col in tables["table_1"]["columns"]:
-        g = groups.get(col["group"])
+    for col in tables["table_1"]["columns"]:  # Table 1: every method on each dataset column's stand-in
         for method in TABLE1_METHODS:
-            v, data, note = _cell(per_image, method, g, col["metric"], why(col["group"]))
-            add("table_1", LABELS[method], col["key"], v, data, note)
+            add_group("table_1", LABELS[method], col["key"], method, col["group"], col["metric"])
         for name, reason in not_reproduced.items():
-            add("table_1", name, col["key"], float("nan"), "", reason)
-    # Table 2: selection accuracy against the best fixed tau.
-    acc = selection_accuracy(per_image, selection)
+            rows.add("table_1", name, col["key"], None, note=reason)
+    acc = selection_accuracy(per_image, selection)  # Table 2: selection accuracy, one 0/100 per image
     for col in tables["table_2"]["columns"]:
-        g = col["group"]
-        sub = acc if g == "all" else acc[acc["group"] == groups.get(g)] if groups.get(g) else acc.iloc[0:0]
-        value = 100.0 * float(sub["correct"].mean()) if not sub.empty else float("nan")
-        note = "" if not sub.empty else (why(g) if groups.get(g) is None else "no images of this group")
-        add("table_2", "adaptive masking accuracy", col["key"], value,
-            f"{groups.get(g, 'all images')} ({len(sub)} images)" if not sub.empty else "", note)
-    # Table 3: the ablation.
-    for col in tables["table_3"]["columns"]:
-        g = groups.get(col["group"])
+        g = groups.get(col["group"]) if col["group"] != "all" else "all images"
+        sub = acc if col["group"] == "all" else acc[acc["group"] == g]
+        note = why(col["group"]) if g is None else f"no {g} images"
+        rows.add("table_2", "adaptive masking accuracy", col["key"],
+                 100.0 * sub.set_index("image_id")["correct"].astype(float) if not sub.empty else None,
+                 over="images", data=str(g), note="" if not sub.empty else note)
+    for col in tables["table_3"]["columns"]:  # Table 3: the ablation
         for variant, method in TABLE3_VARIANTS.items():
-            v, data, note = _cell(per_image, method, g, "psnr", why(col["group"]))
-            add("table_3", variant, col["key"], v, data, note)
-    # Table 4: LPS tile size at tau_high.
-    col = tables["table_4"]["columns"][0]
+            add_group("table_3", variant, col["key"], method, col["group"])
+    # Table 4: LPS tile size at tau_high, every size on the same images (those planned with extra sizes)
+    col, tile = tables["table_4"]["columns"][0], int(jobs["tile_size"].mode().iloc[0])
+    stem = f"bsd_t{float(train['selection']['tau_high']):g}_lps"
     g = groups.get(col["group"])
-    tau_high = float(train["selection"]["tau_high"])
+    images = sorted(set(jobs[jobs["method"].str.startswith(stem + "_s") & (jobs["group"] == g)]["image_id"]))
     for prow in tables["table_4"]["rows"]:
         s = int(prow["neighborhood_size_s"])
-        method = f"bsd_t{tau_high:g}_lps" + ("" if s == int(jobs["tile_size"].mode().iloc[0]) else f"_s{s}")
-        v, data, note = _cell(per_image, method, g, "psnr", why(col["group"]))
-        add("table_4", str(s), col["key"], v, data, note)
-    # Table 5: cost.
+        method = stem + ("" if s == tile else f"_s{s}")
+        if not images or not (jobs["method"] == method).any():
+            rows.add("table_4", str(s), col["key"], None,
+                     note=f"tile size {s} is not run in this profile (mash.preprocess.tile_sizes)")
+            continue
+        vals = _psnr(per_image, method, g).reindex(images)
+        rows.add("table_4", str(s), col["key"], vals, over="images", data=f"{g}: {', '.join(images)}")
+    _cost_rows(rows, jobs, job_log, selection, train, manifest, not_reproduced)
+    return rows.frame(profile=runtime.get("profile", ""),
+                      data_fingerprint=str(manifest["fingerprint"].iloc[0]) if "fingerprint" in manifest else "",
+                      params={"train": train, "evaluate": {"column_groups": groups}})
+
+
+def _cost_rows(rows: TableRows, jobs, job_log, selection, train, manifest, not_reproduced) -> None:
+    """Table 5: time per image (per job, freshly trained ones only), parameters and FLOPs (counted)."""
     log_ = jobs.merge(job_log, on="job_id")
     fresh = log_[~log_["cached"]] if (~log_["cached"]).any() else log_
     width = int(train["width"])
-    chans = 3
-    params_ours = count_parameters(UNetN2N(chans, width)) / 1e6
-    flops_ours = conv_macs(UNetN2N(chans, width), 256, 256) / 1e9
     size = int(manifest["height"].iloc[0]) if not manifest.empty else 0
     timing = f"CPU, 1 thread per job, {size}x{size} crops, {train['iterations']} iterations, width {width}"
-    base_t = fresh[fresh["method"] == "bsd_t0.5"]["seconds"].mean()
-    add("table_5", "Baseline", "inference_time_s", float(base_t), timing)
-    add("table_5", "MASH", "inference_time_s", float(selection["mash_seconds"].mean()), timing + "; 2 probes + final run")
+    rows.add("table_5", "Baseline", "inference_time_s", fresh[fresh["method"] == "bsd_t0.5"]["seconds"],
+             over="jobs", data=timing)
+    rows.add("table_5", "MASH", "inference_time_s", selection.set_index("image_id")["mash_seconds"],
+             over="images", data=timing + "; 2 probes + final run")
     for row in ("Baseline", "MASH"):
-        add("table_5", row, "params_M", params_ours, f"U-Net width {width}")
-        add("table_5", row, "flops_G", flops_ours, f"U-Net width {width}, 256x256x3, 1 MAC = 1 FLOP")
-    add("table_5", "U-Net at the paper's width 48 (counted)", "params_M", count_parameters(UNetN2N(3, 48)) / 1e6)
-    add("table_5", "U-Net at the paper's width 48 (counted)", "flops_G", conv_macs(UNetN2N(3, 48), 256, 256) / 1e9,
-        "256x256x3, 1 MAC = 1 FLOP")
+        rows.add("table_5", row, "params_M", count_parameters(UNetN2N(3, width)) / 1e6, over="",
+                 data=f"U-Net width {width}")
+        rows.add("table_5", row, "flops_G", conv_macs(UNetN2N(3, width), 256, 256) / 1e9, over="",
+                 data=f"U-Net width {width}, 256x256x3, 1 MAC = 1 FLOP")
+    wide = "U-Net at the paper's width 48 (counted)"
+    rows.add("table_5", wide, "params_M", count_parameters(UNetN2N(3, 48)) / 1e6, over="")
+    rows.add("table_5", wide, "flops_G", conv_macs(UNetN2N(3, 48), 256, 256) / 1e9, over="",
+             data="256x256x3, 1 MAC = 1 FLOP")
     for method in ("bm3d_white", "zs_n2n", "nlmeans"):
         t = fresh[fresh["method"] == method]["seconds"]
         if not t.empty:
-            add("table_5", LABELS[method], "inference_time_s", float(t.mean()), f"CPU, {size}x{size} crops")
-    for name, reason in {k: v for k, v in not_reproduced.items() if k in ("DIP", "Self2Self", "NN+denoiser",
-                                                                          "APBSN-single", "ScoreDVI")}.items():
-        add("table_5", name, "inference_time_s", float("nan"), "", reason)
-    out = pd.DataFrame(recs)
-    out["profile"] = runtime.get("profile", "")
-    out["data_fingerprint"] = manifest["fingerprint"].iloc[0] if "fingerprint" in manifest else ""
-    out["params"] = json.dumps(flatten({"train": train, "evaluate": {"column_groups": groups}}))
-    return out
+            rows.add("table_5", LABELS[method], "inference_time_s", t, over="jobs", data=f"CPU, {size}x{size} crops")
+    for name in ("DIP", "Self2Self", "NN+denoiser", "APBSN-single", "ScoreDVI"):
+        if name in not_reproduced:
+            rows.add("table_5", name, "inference_time_s", None, note=not_reproduced[name])
 
 
 def selection_accuracy(per_image: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
@@ -365,8 +359,3 @@ def selection_accuracy(per_image: pd.DataFrame, selection: pd.DataFrame) -> pd.D
         rows.append({"image_id": sel.image_id, "group": sel.group, "selected_tau": sel.tau, "best_tau": best_tau,
                      "correct": bool(np.isclose(best_tau, sel.tau)), "epsilon": sel.epsilon})
     return pd.DataFrame(rows, columns=["image_id", "group", "selected_tau", "best_tau", "correct", "epsilon"])
-
-
-def mlflow_rows(rows: pd.DataFrame, paper: dict[str, Any]) -> pd.DataFrame:
-    """Our table rows plus the paper's numbers (source=paper), for one MLflow run per row."""
-    return pd.concat([rows, paper_rows(paper)], ignore_index=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from cvpr24.core.reporting import mlflow_rows
 from cvpr24.pipelines.mash import nodes as n
 from cvpr24.pipelines.mash.report import render
 
@@ -29,7 +30,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  ["mash.per_image", "mash.selection", "mash.jobs", "mash.job_log", "mash.paper",
                   "params:mash.evaluate", "params:mash.train", "params:runtime", "mash.raw_manifest"],
                  "mash.table_rows", name="mash_table_rows", tags=["evaluate"]),
-            node(n.mlflow_rows, ["mash.table_rows", "mash.paper"], "mash.mlflow_runs",
+            node(mlflow_rows, ["mash.table_rows", "mash.paper"], "mash.mlflow_runs",
                  name="mash_log_runs", tags=["evaluate"]),
             node(render,
                  ["mash.per_image", "mash.table_rows", "mash.selection", "mash.job_outputs", "mash.model_input",

@@ -1,4 +1,10 @@
-"""MASH's report phase: the paper's claims C1-C8 checked on our data, figures, and the table files."""
+"""MASH's measurements and figures; core renders the tables, the claims' verdicts and the report.
+
+`measure_claims` returns each claim of `pipelines/mash/paper.yaml` once per image (or crop / image pair,
+or seed): what a claim says, its threshold and its verdict are data and core's (`cvpr24.core.claims`).
+Embedded image ids are `<group>_<crop>` (`gauss_b0_astronaut`, `cam_full_coffee`), so the same crop under
+two noises pairs by its crop name; a pair exists where the profile shows the crop under both noises.
+"""
 
 from __future__ import annotations
 
@@ -7,79 +13,73 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cvpr24.core.reporting import (
-    claims_markdown,
-    compose_table,
-    figure_png,
-    metrics_json,
-    table_csv,
-    table_markdown,
-    table_specs,
-)
+from cvpr24.core.claims import Measurement, evaluate_claims
+from cvpr24.core.reporting import Figure, build_report, figure_png
 from cvpr24.pipelines.mash.nodes import LABELS, selection_accuracy
 
 CORRELATED = ("gauss_b1", "cam_rgb", "cam_grey")
+FIXED = r"bsd_t[0-9.]+"
 
 
-def _mean(per_image: pd.DataFrame, method: str, groups: tuple[str, ...] | None = None) -> float:
-    sub = per_image[per_image["method"] == method]
-    if groups is not None:
-        sub = sub[sub["group"].isin(groups)]
-    return float(sub["psnr"].mean()) if not sub.empty else float("nan")
+def _by(per_image: pd.DataFrame, method: str, groups: tuple[str, ...], value: str = "psnr") -> pd.Series:
+    sub = per_image[(per_image["method"] == method) & per_image["group"].isin(groups)]
+    return sub.set_index("image_id")[value]
 
 
-def _claim(cid, claim, check, measured, margin, note="") -> dict[str, Any]:
-    passed = None if margin is None or np.isnan(margin) else bool(margin > 0 or (margin == 0 and "≥" in check))
-    return {"id": cid, "claim": claim, "check": check, "measured": measured,
-            "margin": float("nan") if margin is None else float(margin), "passed": passed, "note": note}
+def _crop(series: pd.Series) -> pd.Series:
+    """Re-key per-image values by crop name (`gauss_b1_astronaut` -> `astronaut`)."""
+    return series.rename(index=lambda sid: str(sid).split("_", 2)[-1])
 
 
-def check_claims(per_image: pd.DataFrame, selection: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
-    """The spec's acceptance checks C1-C8 (directional; margins in dB unless stated)."""
-    out = []
-    p02, p08 = _mean(per_image, "bsd_t0.2", ("gauss_b0",)), _mean(per_image, "bsd_t0.8", ("gauss_b0",))
-    c1 = float(params["c1_margin_db"])
-    out.append(_claim("C1", "low tau is best for i.i.d. noise", f"PSNR(tau 0.2) − PSNR(tau 0.8) on beta=0 ≥ {c1} dB",
-                      f"{p02:.2f} vs {p08:.2f} dB", (p02 - p08) - c1))
-    q02, q08 = _mean(per_image, "bsd_t0.2", ("gauss_b1",)), _mean(per_image, "bsd_t0.8", ("gauss_b1",))
-    did = (q08 - q02) - (p08 - p02)
-    out.append(_claim("C2", "the best tau grows with noise correlation",
-                      "[PSNR(0.8) − PSNR(0.2)] at beta=1 minus the same at beta=0 > 0",
-                      f"gap {p08 - p02:+.2f} dB (beta 0) → {q08 - q02:+.2f} dB (beta 1)", did))
-    e = {g: float(selection[selection["group"] == g]["epsilon"].mean()) for g in
-         ("gauss_b0", "gauss_b1", "cam_iid", "cam_rgb", "cam_grey")}
-    full = np.nanmean([e["cam_rgb"], e["cam_grey"]]) if not (np.isnan(e["cam_rgb"]) and np.isnan(e["cam_grey"])) else np.nan
-    c3 = np.nanmin([e["gauss_b1"] - e["gauss_b0"], full - e["cam_iid"]]) if not selection.empty else np.nan
-    out.append(_claim("C3", "epsilon increases with noise correlation",
-                      "mean epsilon(beta=1) > epsilon(beta=0) and epsilon(pipeline_full) > epsilon(pipeline_iid)",
-                      f"{e['gauss_b0']:.2f} → {e['gauss_b1']:.2f} (Gaussian); {e['cam_iid']:.2f} → {full:.2f} (camera), grey levels",
-                      c3))
-    best0 = per_image[per_image["group"] == "gauss_b0"].query("method.str.startswith('bsd_t') and not method.str.contains('lps')", engine="python")
-    best1 = per_image[per_image["group"] == "gauss_b1"].query("method.str.startswith('bsd_t') and not method.str.contains('lps')", engine="python")
-    b0 = float(best0.groupby("image_id")["psnr"].max().mean()) if not best0.empty else np.nan
-    b1 = float(best1.groupby("image_id")["psnr"].max().mean()) if not best1.empty else np.nan
-    out.append(_claim("C4", "correlation hurts blind-spot denoising at equal sigma",
-                      "best-tau PSNR at beta=0 − best-tau PSNR at beta=1 > 0", f"{b0:.2f} vs {b1:.2f} dB", b0 - b1))
-    l1, l0 = _mean(per_image, "bsd_t0.8_lps", CORRELATED), _mean(per_image, "bsd_t0.8", CORRELATED)
-    out.append(_claim("C5", "local pixel shuffling helps when noise is highly correlated",
-                      "PSNR(tau 0.8 + LPS) − PSNR(tau 0.8) on correlated images > 0",
-                      f"{l1:.2f} vs {l0:.2f} dB", l1 - l0,
-                      "reported, not asserted (the spec could not reproduce it either)"))
-    m_all, b_all = _mean(per_image, "mash_nolps"), _mean(per_image, "bsd_t0.5")
-    out.append(_claim("C6", "adaptive masking beats fixed tau=0.5",
-                      "PSNR(MASH w/o LPS) − PSNR(tau 0.5) over all images ≥ 0", f"{m_all:.2f} vs {b_all:.2f} dB",
-                      m_all - b_all))
-    m_c, b_c = _mean(per_image, "mash_nolps", CORRELATED), _mean(per_image, "bsd_t0.5", CORRELATED)
-    full_c = _mean(per_image, "mash", CORRELATED)
-    out.append(_claim("C7", "MASH is at least as good as the baseline (Table 3 ordering)",
-                      "PSNR(MASH w/o LPS) − PSNR(tau 0.5) on correlated images ≥ 0",
-                      f"{m_c:.2f} vs {b_c:.2f} dB (full MASH {full_c:.2f} dB)", m_c - b_c))
+def _pair(a: pd.Series, b: pd.Series) -> pd.Series:
+    """a − b on the crops shown under both noises (a NaN on either side stays NaN)."""
+    a, b = _crop(a), _crop(b)
+    common = [k for k in a.index if k in b.index]
+    return a[common] - b[common]
+
+
+def _best_fixed(per_image: pd.DataFrame, group: str) -> pd.Series:
+    sub = per_image[per_image["method"].str.fullmatch(FIXED) & (per_image["group"] == group)]
+    return sub.groupby("image_id")["psnr"].max()
+
+
+def _diff(per_image: pd.DataFrame, a: str, b: str, groups: tuple[str, ...]) -> tuple[pd.Series, str]:
+    """Per image PSNR(a) − PSNR(b) over the images of `groups` that ran either (a missing one is NaN)."""
+    x, y = _by(per_image, a, groups), _by(per_image, b, groups)
+    idx = list(dict.fromkeys([*x.index, *y.index]))
+    x, y = x.reindex(idx), y.reindex(idx)
+    return x - y, f"{x.mean():.2f} vs {y.mean():.2f} dB"
+
+
+def measure_claims(per_image: pd.DataFrame, selection: pd.DataFrame, seed: int) -> dict[str, Measurement]:
+    """Each claim's quantity per unit; the claims themselves are in paper.yaml."""
+    m: dict[str, Measurement] = {}
+    d, txt = _diff(per_image, "bsd_t0.2", "bsd_t0.8", ("gauss_b0",))
+    m["C1"] = Measurement(d, txt + " (tau 0.2 vs 0.8, beta=0)")
+    gap = {b: _by(per_image, "bsd_t0.8", (b,)) - _by(per_image, "bsd_t0.2", (b,)) for b in ("gauss_b0", "gauss_b1")}
+    m["C2"] = Measurement(_pair(gap["gauss_b1"], gap["gauss_b0"]),
+                          f"gap tau 0.8 − 0.2: {gap['gauss_b0'].mean():+.2f} dB (beta 0) → "
+                          f"{gap['gauss_b1'].mean():+.2f} dB (beta 1)")
+    eps = selection.set_index("image_id")["epsilon"]
+    by_group = {g: eps[selection.set_index("image_id")["group"] == g] for g in selection["group"].unique()}
+    empty = pd.Series(dtype=float)
+    gauss = _pair(by_group.get("gauss_b1", empty), by_group.get("gauss_b0", empty))
+    full = pd.concat([by_group.get("cam_rgb", empty), by_group.get("cam_grey", empty)])
+    camera = _pair(full, by_group.get("cam_iid", empty))
+    m["C3"] = Measurement(pd.concat([gauss.add_prefix("gauss:"), camera.add_prefix("camera:")]),
+                          f"epsilon {gauss.mean():+.2f} (Gaussian), {camera.mean():+.2f} (camera), grey levels")
+    b0, b1 = _best_fixed(per_image, "gauss_b0"), _best_fixed(per_image, "gauss_b1")
+    m["C4"] = Measurement(_pair(b0, b1), f"{b0.mean():.2f} vs {b1.mean():.2f} dB")
+    d, txt = _diff(per_image, "bsd_t0.8_lps", "bsd_t0.8", CORRELATED)
+    m["C5"] = Measurement(d, txt)
+    d, txt = _diff(per_image, "mash_nolps", "bsd_t0.5", tuple(per_image["group"].unique()))
+    m["C6"] = Measurement(d, txt)
+    d, txt = _diff(per_image, "mash_nolps", "bsd_t0.5", CORRELATED)
+    m["C7"] = Measurement(d, txt + f" (full MASH {_by(per_image, 'mash', CORRELATED).mean():.2f} dB)")
     acc = selection_accuracy(per_image, selection)
-    a = float(acc["correct"].mean()) if not acc.empty else np.nan
-    thr = float(params["c8_min_accuracy"])
-    out.append(_claim("C8", "the epsilon rule selects the best tau", f"selection accuracy − {thr:.0%} ≥ 0",
-                      f"{a:.0%} of {len(acc)} images", a - thr))
-    return pd.DataFrame(out)
+    a = float(acc["correct"].mean()) if not acc.empty else float("nan")
+    m["C8"] = Measurement({f"seed {seed}": a}, f"{int(acc['correct'].sum())} of {len(acc)} images")
+    return m
 
 
 def figure_examples(per_image: pd.DataFrame, outputs: dict, model_input: dict, reference: dict,
@@ -148,47 +148,29 @@ def figure_psnr_vs_tau(curve: pd.DataFrame, dpi: int) -> bytes:
 def render(per_image: pd.DataFrame, rows: pd.DataFrame, selection: pd.DataFrame, outputs: dict,
            model_input: dict, reference: dict, paper: dict[str, Any], params: dict[str, Any],
            evaluate: dict[str, Any], runtime: dict[str, Any]) -> dict[str, str | bytes]:
-    """All report files as {relative path: content}."""
-    files: dict[str, str | bytes] = {}
-    claims = check_claims(per_image, selection, params)
+    """All report files as {relative path: content}: measurements and figures here, the rest core's."""
     dpi = int(params.get("figure_dpi", 110))
-    profile = runtime.get("profile", "base")
-    summary = [f"# MASH: regenerated tables ({profile} profile)", "",
-               f"Paper: {paper['citation']}", "",
-               "Each table keeps the paper's layout; `(paper)` columns are the paper's numbers, `(ours)` columns "
-               "this run's. Our numbers come from the data named under each table, not from the paper's datasets, "
-               "so compare directions and gaps, not absolute values. Regenerate with `make repro` "
-               "(or `kedro run --pipeline=mash`).", ""]
-    for table_id, spec in table_specs(paper).items():
-        display, notes = compose_table(spec, rows)
-        for col in spec.columns:
-            g = evaluate["column_groups"].get(col.get("group")) if col.get("group") not in (None, "all") else None
-            if g:
-                col["ours"] = evaluate["group_labels"].get(g, g)
-        md = table_markdown(spec, display, notes)
-        files[f"{table_id}.md"] = md
-        files[f"{table_id}.csv"] = table_csv(spec, rows)
-        summary += [md, ""]
-    files["claims.md"] = claims_markdown(claims)
-    files["claims.csv"] = claims.to_csv(index=False)
-    summary += [claims_markdown(claims)]
+    claims = evaluate_claims(paper, measure_claims(per_image, selection, int(runtime.get("seed", 0))))
+    labels, groups = evaluate["group_labels"], evaluate["column_groups"]
+    column_notes = {tid: {c["key"]: labels.get(groups.get(c.get("group")), groups.get(c.get("group")))
+                          for c in t["columns"] if groups.get(c.get("group"))} for tid, t in paper["tables"].items()}
     acc = selection_accuracy(per_image, selection)
     sel = selection.merge(acc[["image_id", "best_tau", "correct"]], on="image_id", how="left")
-    files["selection.csv"] = sel.to_csv(index=False)
-    summary += ["## Adaptive masking per image", "",
-                "epsilon = |sigma_hat(tau 0.8) − sigma_hat(tau 0.2)| in grey levels; thresholds "
-                "1.5 / 2.5 (paper). `best_tau` is the best fixed ratio by PSNR (oracle, uses the clean image).", "",
-                sel[["image_id", "group", "sigma_hat_high", "sigma_hat_low", "epsilon", "tau", "lps",
-                     "shuffled_fraction", "best_tau", "correct"]].round(3).to_markdown(index=False), ""]
     curve = psnr_vs_tau(per_image)
-    files["plots/psnr_vs_tau.csv"] = curve.to_csv(index=False)
-    files["figures/psnr_vs_tau.png"] = figure_psnr_vs_tau(curve, dpi)
-    files["figures/examples.png"] = figure_examples(per_image, outputs, model_input, reference, selection, dpi)
-    summary += ["## Figures", "", "![PSNR against masking ratio](figures/psnr_vs_tau.png)", "",
-                "![noisy, denoised and clean crops](figures/examples.png)", ""]
+    figures = [Figure("psnr_vs_tau", "PSNR against the masking ratio tau, per noise group (mean over images).",
+                      figure_psnr_vs_tau(curve, dpi)),
+               Figure("examples", "Noisy, denoised and clean crops (PSNR against the clean crop).",
+                      figure_examples(per_image, outputs, model_input, reference, selection, dpi))]
+    per_image_md = sel[["image_id", "group", "sigma_hat_high", "sigma_hat_low", "epsilon", "tau", "lps",
+                        "shuffled_fraction", "best_tau", "correct"]].round(3).to_markdown(index=False)
+    sections = [("Adaptive masking per image",
+                 "epsilon = |sigma_hat(tau 0.8) − sigma_hat(tau 0.2)| in grey levels; thresholds 1.5 / 2.5 "
+                 "(paper). `best_tau` is the best fixed ratio by PSNR (oracle, uses the clean image).\n\n"
+                 + per_image_md)]
     lp = per_image["lpips_note"].dropna().unique() if "lpips_note" in per_image else []
     if len(lp) and lp[0]:
-        summary += [f"LPIPS: {lp[0]}.", ""]
-    files["README.md"] = "\n".join(summary)
-    files["metrics.json"] = metrics_json(rows, claims)
-    return files
+        sections.append(("LPIPS", f"{lp[0]}."))
+    return build_report("mash", paper, rows, claims, profile=runtime.get("profile", "base"), figures=figures,
+                        column_notes=column_notes, sections=sections,
+                        files={"selection.csv": sel.to_csv(index=False),
+                               "plots/psnr_vs_tau.csv": curve.to_csv(index=False)})
