@@ -1,6 +1,7 @@
 """Project hooks, run once the Kedro context exists, before any node runs:
 
-- `RuntimeHooks` applies the global runtime knobs (threads, determinism, headless plotting);
+- `RuntimeHooks` applies the global runtime knobs (threads, determinism, headless plotting) and warns when
+  the machine-independent CPU kernels of `cvpr24.core.runtime` could not be pinned;
 - `DistributedHooks` reads the `runtime.distributed` block of the run's conf (`conf/<env>/parameters.yml`),
   so every `cvpr24.core.distributed.launch` in that run uses its nodes, rendezvous endpoint and backend
   (see `cvpr24.core.distributed.DistributedSettings`)."""
@@ -13,6 +14,7 @@ import os
 from kedro.framework.hooks import hook_impl
 
 from cvpr24.core import distributed
+from cvpr24.core import runtime as runtime_mod
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +26,9 @@ class RuntimeHooks:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
         runtime = context.params.get("runtime", {}) or {}
         threads = int(runtime.get("threads", 2))
-        import torch
-
-        torch.set_num_threads(threads)
-        if runtime.get("deterministic", True):
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        runtime_mod.apply_torch_runtime(threads, bool(runtime.get("deterministic", True)))
+        if (problem := runtime_mod.check_pinned()) is not None:
+            log.warning(problem)
         log.info("runtime: profile=%s threads=%d device=%s seed=%s", runtime.get("profile"), threads,
                  runtime.get("device", "cpu"), runtime.get("seed"))
 

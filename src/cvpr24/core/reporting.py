@@ -33,6 +33,8 @@ from typing import Any
 
 import pandas as pd
 
+from cvpr24.core import runtime
+
 from cvpr24.core.claims import NA, tally, tally_text
 
 NOT_FOUND = "not found"
@@ -338,10 +340,13 @@ def _legacy_claims_markdown(claims: pd.DataFrame, lines: list[str]) -> str:
     return "\n".join(lines)
 
 
-def metrics_json(ours: pd.DataFrame, claims: pd.DataFrame | None = None) -> str:
+def metrics_json(ours: pd.DataFrame, claims: pd.DataFrame | None = None,
+                 environment: Mapping[str, Any] | None = None) -> str:
     """`metrics.json` for `dvc metrics show/diff`: {table: {row: {metric: value, metric_n, metric_std}},
-    claims: {id: {margin, min_margin, passed, verdict, n}}}."""
+    claims: {id: {margin, min_margin, passed, verdict, n}}, environment: what produced it}."""
     out: dict[str, Any] = {}
+    if environment is not None:
+        out["environment"] = dict(environment)
     for rec in ours.to_dict("records"):
         if rec.get("source") != "ours" or not _is_number(rec.get("value")):
             continue
@@ -441,9 +446,15 @@ def build_report(
                f"(or `kedro run --pipeline={slug}`)",
                f"- the seconds-long CI profile: `kedro run --pipeline={slug} --env=ci` (writes reports/ci/{slug})",
                "- everything and the index: `make repro`", ""]
+    env = runtime.fingerprint()
+    readme += [f"Produced on {env['cpu']} ({env['cpu_vendor']}; {env['cpu_isa']}), torch {env['torch']}, "
+               f"{env['threads']} threads, {env['numerics']} CPU numerics (ATen kernels: {env['aten_capability']}; "
+               f"numerics key `{runtime.numerics_key(env)}`). With pinned numerics another x86-64 machine gives "
+               "the same numbers (`cvpr24.core.runtime`); `metrics.json: environment` holds the whole fingerprint.",
+               ""]
     out.update(files or {})
     out["README.md"] = "\n".join(readme)
-    out["metrics.json"] = metrics_json(rows, claims)
+    out["metrics.json"] = metrics_json(rows, claims, environment={**env, "numerics_key": runtime.numerics_key(env)})
     return out
 
 

@@ -47,6 +47,40 @@ def test_ward_cut_gives_exactly_k_clusters_and_matches_fcluster():
         ref = fcluster(linked, t=linked[:, 2][-k], criterion="distance")
         assert len(np.unique(ours)) == k
         assert C.hungarian_acc(ref, ours) == 1.0
+        # the same numbering as the official fcluster call, not only the same partition
+        np.testing.assert_array_equal(ours, ref - 1)
+        np.testing.assert_array_equal(ours, fcluster(linked, t=k, criterion="maxclust") - 1)
+
+
+def test_old_new_do_not_depend_on_cluster_numbering_when_the_assignment_is_tied():
+    # 2 clusters for 4 classes: cluster a holds classes 0 (old) and 2 (new) equally, cluster b 1 and 3.
+    # Matching a->0 or a->2 is equally good for All; which one is picked decides Old and New.
+    y = np.array([0, 0, 2, 2, 1, 1, 3, 3])
+    pred = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    mask_old = y < 2
+    ref = C.split_cluster_acc_v2(y, pred, mask_old)
+    for perm in ([5, 9], [9, 5], [1, 0], [3, 7]):
+        assert C.split_cluster_acc_v2(y, np.asarray(perm)[pred], mask_old) == ref
+    assert ref[0] == 0.5
+
+
+def test_v2_old_new_divide_by_the_class_totals_of_the_gcd_definition():
+    # a mask that is not "class is old": class 0 appears under both the mask and its complement
+    y = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    pred = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    mask = np.array([True, True, False, False, True, True, False, False])
+    a, o, n = C.split_cluster_acc_v2(y, pred, mask)
+    # matching: cluster 0 -> class 0 (3), cluster 1 -> class 1 (2), cluster 2 -> class 2 (2)
+    assert a == 7 / 8
+    assert o == (3 + 2) / (4 + 2)   # classes {0, 1}: all 6 of their points, not the mask's 4
+    assert n == (3 + 2) / (4 + 2)   # classes {0, 2}: all 6 of their points, not the complement's 4
+    # with the "class is old" mask the two definitions agree
+    a, o, n = C.split_cluster_acc_v2(y, pred, y < 1)
+    assert (o, n) == (3 / 4, 4 / 4)
+
+
+def test_canonical_labels_are_first_appearance_order():
+    np.testing.assert_array_equal(C.canonical_labels(np.array([7, 7, 2, 9, 2, 7])), [0, 0, 1, 2, 1, 0])
 
 
 def test_k_search_finds_seven_blobs_with_three_old():

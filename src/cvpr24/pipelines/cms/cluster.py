@@ -8,9 +8,12 @@
   N ~ 127k). Above it (or with `backend="knn_graph"`) it is Ward constrained to a k-nearest-neighbour graph
   (scikit-learn's `ward_tree` with a sparse connectivity): memory O(N k) instead of O(N^2). The result
   is a merge list in scipy's linkage format either way.
-- `cut_to_k`: undo the last K-1 merges (union-find over the first N-K merges). For a monotone linkage
-  this equals the official `fcluster(t=linked[:,2][-K], criterion="distance")`; for the graph-constrained
-  tree (whose heights need not be monotone) it still returns exactly K clusters.
+- `cut_to_k`: undo the last K-1 merges (union-find over the first N-K merges), clusters numbered as scipy's
+  `fcluster` numbers them. For a monotone linkage this equals the official
+  `fcluster(t=linked[:,2][-K], criterion="distance")`, labels included; for the graph-constrained tree
+  (whose heights need not be monotone) it still returns exactly K clusters.
+- Accuracies renumber clusters canonically first (`canonical_labels`): with K below the class count the
+  Hungarian assignment has tied optima, and which one is picked must not depend on cluster numbering.
 - `estimate_k`: the official K search (cuts from K_old+1 upward, best Old accuracy, patience 50).
 - `iterative_mean_shift_clustering`: IMS + Ward with labelled-accuracy stopping (patience 2).
 - `semi_supervised_kmeans` (GCD's SSK) and `kmeans`.
@@ -31,6 +34,18 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------- accuracy
+def canonical_labels(y_pred: np.ndarray) -> np.ndarray:
+    """Cluster ids renumbered 0, 1, ... in order of first appearance in the data order. Accuracy is computed
+    on these, so that when the Hungarian assignment has tied optima (K below the class count) the one
+    scipy picks, and with it Old / New, depends on the partition alone, never on how clusters happen to be
+    numbered (tree node ids, merge order, a float's last bit)."""
+    y_pred = np.asarray(y_pred, int)
+    _, first, inverse = np.unique(y_pred, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), int)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.ravel()]
+
+
 def _count_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     d = int(max(y_pred.max(), y_true.max())) + 1
     w = np.zeros((d, d), dtype=np.int64)
@@ -43,26 +58,33 @@ def hungarian_acc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
     if len(y_true) == 0:
         return float("nan")
-    w = _count_matrix(y_true, y_pred)
+    w = _count_matrix(y_true, canonical_labels(y_pred))
     r, c = linear_sum_assignment(w.max() - w)
     return float(w[r, c].sum() / len(y_true))
 
 
 def split_cluster_acc_v2(y_true: np.ndarray, y_pred: np.ndarray, mask_old: np.ndarray) -> tuple[float, float, float]:
-    """(All, Old, New) in [0, 1] from ONE Hungarian assignment over all points (spec section 4)."""
-    y_true, y_pred, mask_old = np.asarray(y_true, int), np.asarray(y_pred, int), np.asarray(mask_old, bool)
+    """(All, Old, New) in [0, 1] from ONE Hungarian assignment over all points (spec section 4), as the GCD
+    evaluation defines it: Old sums the matched counts of the classes seen under `mask_old` and divides by
+    ALL points of those classes (not by the mask's size); New likewise for the classes under `~mask_old`.
+    The two agree when the mask is "class is old", as in every table here. Cluster ids are made canonical
+    first (`canonical_labels`), so a relabelling of the clusters never changes the result."""
+    y_true, mask_old = np.asarray(y_true, int), np.asarray(mask_old, bool)
+    y_pred = canonical_labels(y_pred)
+    if len(y_true) == 0:
+        return float("nan"), float("nan"), float("nan")
     w = _count_matrix(y_true, y_pred)
     r, c = linear_sum_assignment(w.max() - w)
     cluster_of = dict(zip(c, r, strict=True))  # GT class -> its matched cluster
     total = w[r, c].sum() / len(y_true)
 
-    def part(classes: np.ndarray, n: int) -> float:
+    def part(classes: np.ndarray) -> float:
+        n = int(sum(w[:, cl].sum() for cl in classes))
         if n == 0:
             return float("nan")
         return float(sum(w[cluster_of[cl], cl] for cl in classes) / n)
 
-    old_classes, new_classes = np.unique(y_true[mask_old]), np.unique(y_true[~mask_old])
-    return float(total), part(old_classes, int(mask_old.sum())), part(new_classes, int((~mask_old).sum()))
+    return float(total), part(np.unique(y_true[mask_old])), part(np.unique(y_true[~mask_old]))
 
 
 def split_cluster_acc_v1(y_true, y_pred, mask_old) -> tuple[float, float, float]:
@@ -124,8 +146,24 @@ def ward_linkage(x: np.ndarray, *, backend: str = "auto", max_exact_n: int = 200
     raise ValueError(f"unknown linkage backend {backend!r} (scipy | knn_graph | auto)")
 
 
+def _leaf_order(linked: np.ndarray) -> np.ndarray:
+    """The dendrogram's leaves left to right: depth-first from the root, first child (column 0) first."""
+    n = len(linked) + 1
+    order, stack = [], [2 * n - 2]
+    while stack:
+        node = stack.pop()
+        if node < n:
+            order.append(node)
+        else:
+            a, b = int(linked[node - n, 0]), int(linked[node - n, 1])
+            stack += [b, a]
+    return np.asarray(order)
+
+
 def cut_to_k(linked: np.ndarray, k: int) -> np.ndarray:
-    """Labels 0..K-1 after applying the first N-K merges of `linked` (exactly K clusters)."""
+    """Labels 0..K-1 after applying the first N-K merges of `linked` (exactly K clusters), numbered as
+    scipy's `fcluster(linked, K, "maxclust")` numbers them (minus one): by the position of each cluster's
+    leaves in the dendrogram's left-to-right order."""
     n = len(linked) + 1
     k = int(min(max(k, 1), n))
     parent = np.arange(2 * n - 1)
@@ -143,7 +181,10 @@ def cut_to_k(linked: np.ndarray, k: int) -> np.ndarray:
         parent[find(a)] = n + i
         parent[find(b)] = n + i
     roots = np.array([find(i) for i in range(n)])
-    return np.unique(roots, return_inverse=True)[1]
+    number: dict[int, int] = {}
+    for leaf in _leaf_order(linked):
+        number.setdefault(int(roots[leaf]), len(number))
+    return np.array([number[int(r)] for r in roots])
 
 
 def estimate_k(linked: np.ndarray, y_true: np.ndarray, mask_old: np.ndarray, k_old: int,
