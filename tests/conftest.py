@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import cvpr24  # noqa: F401  (first: pins the machine-independent CPU kernels before any test runs torch)
+
 REPO = Path(__file__).resolve().parents[1]
 COPY = ["pyproject.toml", "src", "conf", "pipelines", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore",
         ".telemetry"]

@@ -36,12 +36,12 @@ def test_ci_run_writes_every_table_claim_and_figure(cms_ci_project):
     assert 0 <= float(cms["cifar100_all_ours"]) <= 100 and float(cms["cifar100_all_ours"]) != 82.3
     assert pd.isna(cms["imagenet100_all_ours"]) and "full profile" in cms["imagenet100_all_note"]
     simgcd = gcd[gcd["method"] == "SimGCD"].iloc[0]
-    assert simgcd["cifar100_all_paper"] == "not found" and pd.isna(simgcd["cifar100_all_ours"])
+    assert simgcd["source"] == "quoted" and float(simgcd["cifar100_all_paper"]) == 80.1 and pd.isna(simgcd["cifar100_all_ours"])
     ind = pd.read_csv(rep / "table_inductive.csv")
     assert float(ind.iloc[0]["cifar100_all_paper"]) == 80.7 and "not implemented" in ind.iloc[0]["cifar100_all_note"]
     claims = pd.read_csv(rep / "claims.csv")
-    assert list(claims["id"]) == ["C1", "C2", "C2b", "C3", "C4", "C5", "C6", "C7", "C8"]
-    assert set(claims.columns) >= {"id", "claim", "check", "measured", "margin", "passed", "note"}
+    assert list(claims["id"]) == ["C1", "C1b", "C2", "C2b", "C3", "C4", "C5", "C5b", "C6", "C7", "C8"]
+    assert set(claims.columns) >= {"id", "statement", "check", "measured", "margin", "passed", "verdict", "note"}
     metrics = json.loads((rep / "metrics.json").read_text())
     assert "CMS" in metrics["gcd"] and set(metrics["claims"]) == set(claims["id"])
     for fig in ("embeddings_2d", "accuracy_vs_k", "k_estimate", "ims_steps"):

@@ -40,7 +40,7 @@ def test_ci_run_writes_every_table_claim_and_figure(ddps_ci_project):
     assert pd.isna(psfcn["mean_err_ours"]) and "pretrained" in psfcn["mean_err_note"]
     claims = pd.read_csv(rep / "claims.csv")
     assert {"K1", "K2", "K3", "K4", "K5", "K6", "K7", "K8"} <= set(claims["id"])
-    assert set(claims.columns) >= {"id", "claim", "check", "measured", "margin", "passed", "note"}
+    assert set(claims.columns) >= {"id", "statement", "check", "measured", "margin", "passed", "note"}
     metrics = json.loads((rep / "metrics.json").read_text())
     assert "DDPS (learned)" in metrics["table_1"] and "K1" in metrics["claims"]
     assert metrics["claims"]["K7"]["passed"] is True  # the exact-inversion sanity check holds at any size

@@ -26,11 +26,13 @@ from __future__ import annotations
 import io
 import json
 import math
+import numbers
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cvpr24.core import runtime
@@ -102,7 +104,9 @@ def paper_rows(paper: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(float(value))
+    """A real, non-NaN number: Python or NumPy ints and floats (not bools)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+            and not math.isnan(float(value)))
 
 
 def _fmt(value: Any, fmt: str) -> str:
@@ -172,13 +176,14 @@ def mlflow_rows(rows: pd.DataFrame, paper: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def _evidence(rec: Mapping[str, Any], fmt: str) -> str:
-    """`28.12 ± 0.31 (n=3)` over seeds, `28.12 (n=2)` over images, plain when `n` is unknown."""
+    """`28.12 ± 0.31 (n=3)`: the mean, the standard deviation over its units (seeds, images, scenes) and how
+    many there are; `28.12 (n=1)` for one unit, plain when `n` is unknown."""
     text = _fmt(rec["value"], fmt)
     n = rec.get("n")
     if not rec.get("over") or n is None or (isinstance(n, float) and math.isnan(n)):
         return text
     std = rec.get("std")
-    if rec.get("over") == "seeds" and _is_number(std):
+    if int(n) > 1 and _is_number(std):
         text += f" ± {format(float(std), fmt)}"
     return text + f" (n={int(n)})"
 
@@ -248,8 +253,8 @@ def table_markdown(spec: TableSpec, display: pd.DataFrame, footnotes: list[str],
         shown = sub[sub["value"].map(_is_number)] if "over" in sub else sub.iloc[0:0]
         overs = sorted({str(o) for o in shown["over"].dropna() if o})
         if overs:
-            lines += ["", f"(n=…) after each of our numbers: how many {' / '.join(overs)} it averages"
-                      + ("; ± is the standard deviation over seeds." if "seeds" in overs else ".")]
+            lines += ["", f"(n=…) after each of our numbers: how many {' / '.join(overs)} it averages; "
+                      "± is the standard deviation over them."]
     notes = dict(column_notes or {})
     col_notes = [f"- **{c['label']}**: ours on {notes.get(c['key']) or c['ours']}" for c in spec.columns
                  if notes.get(c["key"]) or c.get("ours")]
@@ -322,7 +327,8 @@ def claims_markdown(claims: pd.DataFrame, title: str = "Claims checked on our da
         parts += [f"### {heading}", "", sub[cols].to_markdown(index=False), "",
                   f"{heading}: {tally_text(tally(claims, kind))}.", ""]
     rule = ("Verdict rule (one for every paper, `cvpr24.core.claims`): PASS when the margin clears the threshold "
-            "on the mean and on every seed (image); FAIL when it misses on the mean and on every one; "
+            "on the mean and on every unit it aggregates (each seed, image or scene: the claim's `over`); FAIL when "
+            "it misses on the mean and on every one; "
             "INCONCLUSIVE when they disagree; N/A when a value is missing. The margin is how far the value "
             "is past the threshold in the claim's direction (negative: short of it).")
     return "\n".join(lines + parts + [rule, ""])
@@ -354,7 +360,7 @@ def metrics_json(ours: pd.DataFrame, claims: pd.DataFrame | None = None,
         cell[rec["metric"]] = round(float(rec["value"]), 6)
         if _is_number(rec.get("n")):
             cell[f"{rec['metric']}_n"] = int(rec["n"])
-        if rec.get("over") == "seeds" and _is_number(rec.get("std")):
+        if _is_number(rec.get("n")) and int(rec["n"]) > 1 and _is_number(rec.get("std")):
             cell[f"{rec['metric']}_std"] = round(float(rec["std"]), 6)
     if claims is not None and not claims.empty:
         def num(x: Any) -> float | None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from cvpr24.core.ingest import MissingDatasetError
 from cvpr24.pipelines.cms import data as D
 from cvpr24.pipelines.cms.method import sampler_weights
 
@@ -101,7 +102,7 @@ def test_cifar100_reader_and_refuses_code_in_pickles(tmp_path):
 
 
 def test_missing_cifar_says_where_to_get_it(tmp_path):
-    with pytest.raises(D.DatasetMissingError, match="cs.toronto.edu"):
+    with pytest.raises(MissingDatasetError, match="cs.toronto.edu"):
         D.read_cifar(tmp_path / "nope", "cifar100")
 
 
@@ -178,7 +179,7 @@ def test_dino_weights_load_weights_only(tmp_path):
     f = tmp_path / "dino_vitbase16_pretrain.pth"
     torch.save({"blocks.11.mlp.fc1.weight": torch.zeros(2, 2), "cls_token": torch.zeros(1, 1, 4)}, f)
     assert "cls_token" in D.load_dino_weights(f)
-    with pytest.raises(D.DatasetMissingError, match="dino"):
+    with pytest.raises(MissingDatasetError, match="dino"):
         D.load_dino_weights(tmp_path / "missing.pth")
     bad = tmp_path / "not_vit.pth"
     torch.save({"weight": torch.zeros(1)}, bad)

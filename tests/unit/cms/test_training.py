@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from cvpr24.core.seeding import derive_seed
 from cvpr24.pipelines.cms import method as M
 from cvpr24.pipelines.cms import model as Mo
 
@@ -50,13 +51,26 @@ def test_memory_bank_has_both_views_no_grad_and_is_refreshed_once_per_epoch(monk
     assert M.fit_cms(_spec(epochs=2, alpha=0.0, name="a0"))["refreshes"] == 0  # no bank without mean shift
 
 
-def test_training_moves_weights_and_selects_a_checkpoint():
+def _initial_state(spec):
+    """The network fit_cms starts from: its seeded head initialisation plus the given backbone."""
+    torch.manual_seed(derive_seed(int(spec["seed"]), "cms_head_init"))
+    net = Mo.build_net(1, spec["model"]["widths"], HEAD, spec["model"]["strides"])
+    net.backbone.load_state_dict(spec["backbone"])
+    return net.state_dict()
+
+
+def _moved_head(out, spec):
+    initial = _initial_state(spec)
+    return [k for k in initial if k.startswith("head.mlp") and not torch.equal(out["final_state"][k], initial[k])]
+
+
+def test_training_moves_weights_and_selects_a_checkpoint(monkeypatch):
     spec = _spec(epochs=2)
     out = M.fit_cms(spec)
     assert 0 <= out["best_epoch"] < 2 and out["k_est"] >= 3
-    changed = [k for k in out["final_state"] if k.startswith("head.mlp")]
-    net = Mo.build_net(1, [4, 8, 8], HEAD, [1, 2, 2])
-    assert any(not torch.equal(out["final_state"][k], net.state_dict()[k]) for k in changed)
+    assert _moved_head(out, spec)  # the trained head differs from the head it started from
+    monkeypatch.setattr(M, "train_loop", lambda **kw: [])  # zero steps: the same check must fail
+    assert not _moved_head(M.fit_cms(_spec(epochs=2)), spec)
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):

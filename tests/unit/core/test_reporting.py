@@ -51,3 +51,13 @@ def test_ci_compare_tolerance_and_ignored_timings():
     problems = compare(old, {"t": {"A": {"psnr": 29.5}}})
     assert len(problems) == 1 and "29.5" in problems[0]
     assert compare(old, {"t": {"A": {"psnr": 30.0}, "B": {"psnr": 1.0}}})[0].startswith("t/B/psnr: new")
+
+
+def test_numpy_counts_are_numbers_so_n_reaches_the_csv():
+    import numpy as np
+
+    from cvpr24.core.reporting import _is_number
+
+    assert _is_number(np.int64(3)) and _is_number(np.float32(0.5)) and _is_number(2)
+    assert not _is_number(True) and not _is_number(np.bool_(True)) and not _is_number(float("nan"))
+    assert not _is_number(None) and not _is_number("3")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from kedro.io import DatasetError
 
+from cvpr24.core.ingest import MissingDatasetError
 from cvpr24.core.validation import DataValidationError
 from cvpr24.pipelines.ddps import data as D
 from cvpr24.pipelines.ddps import model as M
@@ -79,9 +80,17 @@ def test_writer_and_reader_round_trip(tmp_path):
 
 
 def test_missing_dataset_says_where_to_get_it(tmp_path):
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(MissingDatasetError) as err:
         D.read_layout(tmp_path / "nowhere")
     assert "nowhere" in str(err.value) and "DIR dataset" in str(err.value) and "README" in str(err.value)
+
+
+def test_real_source_without_a_root_is_a_missing_dataset(tmp_path):
+    params = _real_params(tmp_path)
+    with pytest.raises(MissingDatasetError, match="README"):
+        nodes.ingest({**params, "real": {}}, {}, {"seed": 0})
+    with pytest.raises(MissingDatasetError, match="light-position calibration"):
+        nodes.lights_from({**params, "real": {**params["real"], "light_positions": str(tmp_path / "no.npy")}})
 
 
 def test_corrupt_png_is_named(tmp_path):
@@ -104,7 +113,7 @@ def test_wrong_shape_normals_are_named(tmp_path):
 def test_missing_basis_image_and_empty_split(tmp_path):
     write_fixture(tmp_path)
     (tmp_path / "objA" / "main" / "diffuse" / "143.png").unlink()
-    with pytest.raises(FileNotFoundError, match="143.png"):
+    with pytest.raises(MissingDatasetError, match="143.png"):
         D.read_layout(tmp_path)
     (tmp_path / D.TEST_LIST).write_text("\n")
     with pytest.raises(DatasetError, match="empty split"):

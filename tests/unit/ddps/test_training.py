@@ -64,3 +64,18 @@ def test_killed_run_resumes_to_the_same_patterns(tmp_path):
     resumed = F.fit_patterns(**kw, checkpointer=ckpt)
     assert np.allclose(resumed["patterns"], ref, atol=1e-6)
     assert [h["step"] for h in resumed["history"]] == list(range(6))
+
+
+def test_train_run_goes_through_the_job_cache(tmp_path):
+    """A finished run is stored by core.training.cached_job under its key and read back unchanged; a
+    changed parameter is a different key, so it is trained again."""
+    data, lights = _tiny_split(4)
+    run = {"run_id": "r", "init": "OLAT", "n_patterns": 4, "channels": "rgb", "basis": "realistic"}
+    kw = dict(run=run, data=data, val=None, lights=lights, seed=0, data_fp="fp", code="c", progress=False)
+    train = {**TRAIN, "checkpoint_dir": str(tmp_path)}
+    first = F.train_run(train=train, **kw)
+    again = F.train_run(train=train, **kw)
+    assert not first["cached"] and again["cached"]
+    assert np.array_equal(first["patterns"], again["patterns"]) and again["history"] == first["history"]
+    assert len(list(tmp_path.glob("r-*/final.pt"))) == 1
+    assert not F.train_run(train={**train, "lr_light": 0.1}, **kw)["cached"]

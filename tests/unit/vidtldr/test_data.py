@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cvpr24.core.ingest import MissingDatasetError
 from cvpr24.pipelines.vidtldr import data as D
 
 CFG = {"frames": 8, "size": 32, "object_size": [12, 16], "speed": [1.5, 2.5], "orbit_radius": [4, 7],
@@ -65,7 +66,7 @@ def test_kinetics_list_and_frame_folders(tmp_path):
 
 
 def test_kinetics_errors_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="kinetics"):
+    with pytest.raises(MissingDatasetError, match="kinetics"):
         D.read_kinetics(tmp_path / "missing", "val", 4, 16)
     root = tmp_path / "k400"
     (root / "videos").mkdir(parents=True)
@@ -96,5 +97,17 @@ def test_ssv2_json_labels_and_corrupt_frames(tmp_path):
     (root / "videos" / "12" / "00002.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(ValueError, match="12"):
         D.read_ssv2(root, "validation", 4, 16)
-    with pytest.raises(FileNotFoundError, match="qualcomm"):
+    with pytest.raises(MissingDatasetError, match="qualcomm"):
         D.read_ssv2(tmp_path / "nope", "validation", 4, 16)
+
+
+def test_ingest_goes_through_core_dispatch(tmp_path):
+    from cvpr24.pipelines.vidtldr import nodes
+
+    with pytest.raises(MissingDatasetError, match="vidtldr.data.real"):
+        nodes.ingest({"source": "real", "real": {}, "frames": 4, "size": 16}, {"num_classes": 10}, {"seed": 0})
+    real = {"dataset": "kinetics400", "root": str(tmp_path / "k400"), "splits": {"test": "val"}}
+    with pytest.raises(MissingDatasetError, match="Kinetics-400"):
+        nodes.ingest({"source": "real", "real": real, "frames": 4, "size": 16}, {"num_classes": 10}, {"seed": 0})
+    with pytest.raises(ValueError, match="embedded' or 'real'"):
+        nodes.ingest({"source": "web"}, {"num_classes": 10}, {"seed": 0})

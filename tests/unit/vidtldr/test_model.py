@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cvpr24.core.ingest import MissingDatasetError
 from cvpr24.pipelines.vidtldr import model as M
 
 TINY = M.ModelConfig(num_frames=4, image_size=16, tubelet=2, patch=8, width=16, depth=3, heads=2, num_classes=5)
@@ -96,7 +97,7 @@ def test_load_pretrained_videomae_style_checkpoint(tmp_path, net):
         b = net.state_dict()[f"blocks.{i}.attn.qkv.bias"]
         assert torch.equal(got[f"blocks.{i}.attn.qkv.bias"][32:], b[32:])
         assert torch.all(got[f"blocks.{i}.attn.qkv.bias"][16:32] == 0)
-    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+    with pytest.raises(MissingDatasetError, match="nothing is"):
         M.load_pretrained(fresh, str(tmp_path / "missing.pth"))
     torch.save({"head.weight": torch.zeros(3, 3)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="does not fit"):
@@ -116,3 +117,37 @@ def test_conv_stem_flops_and_token_grid():
     base = embed + 3 * (3 * 8 * c * c + 2 * 64 * c + 8 * c * c + 2 * 8 * c * 64) + c * 5
     assert M.analytic_macs(cfg) == base
     assert M.counted_macs(model, video[:1], M.Reduction()) == pytest.approx(base, rel=1e-9)
+
+
+def test_size_weighted_pooling_counts_a_merged_token_as_its_patches():
+    x = torch.tensor([[[1.0, 0.0], [0.0, 4.0]]])
+    size = torch.tensor([[[1.0], [3.0]]])
+    assert torch.allclose(M.pool_tokens(x, size), torch.tensor([[0.25, 3.0]]))
+    assert torch.equal(M.pool_tokens(x, None), x.mean(dim=1))
+    # merging exact duplicates changes nothing the pool sees: the pooled vector stays the mean over the patches
+    from cvpr24.pipelines.vidtldr import merging as G
+
+    base = torch.randn(1, 4, 3, generator=torch.Generator().manual_seed(0))
+    dup = base.repeat_interleave(2, dim=1)  # A token i == B token i
+    merged, msize, _ = G.bipartite_merge(dup, dup, torch.ones(1, 8, 1), 4)
+    assert merged.shape[1] == 4 and torch.allclose(M.pool_tokens(merged, msize), dup.mean(dim=1), atol=1e-6)
+
+
+def test_pooling_setting_of_the_model():
+    torch.manual_seed(0)
+    cfg = M.ModelConfig(num_frames=4, image_size=16, tubelet=2, patch=8, width=16, depth=3, heads=2, num_classes=5)
+    sized = M.VideoViT(cfg).eval()
+    plain = M.VideoViT(M.ModelConfig(**{**cfg.__dict__, "pool": "mean"})).eval()
+    plain.load_state_dict(sized.state_dict())
+    x = clip()
+    with torch.no_grad():
+        assert torch.equal(sized(x), plain(x))  # unmerged: every size is 1
+        red = M.Reduction.tome([3, 1, 0])
+        tr = M.Trace()
+        out = sized(x, red, trace=tr)
+        assert not torch.allclose(out, plain(x, red))  # merged tokens of different sizes
+        assert torch.all(tr.size.sum(dim=1) == cfg.num_tokens)  # ToMe: sizes add up to the patches
+        # FLOP counters see no cost for the pooling: analytic and counted still agree
+        assert M.counted_macs(sized, x[:1], red) == pytest.approx(M.analytic_macs(cfg, red), rel=1e-9)
+    with pytest.raises(ValueError, match="pool"):
+        M.ModelConfig(pool="max")

@@ -1,5 +1,12 @@
 """BUS: Open-Set Domain Adaptation for Semantic Segmentation (Choe et al., CVPR 2024)."""
 
-from cvpr24.pipelines.bus.pipeline import create_pipeline
+
+def create_pipeline(**kwargs):
+    """Kedro's entry point; imported lazily so that importing a BUS module does not import every phase
+    (each DVC stage depends only on the modules its nodes import: cvpr24.core.dvcdeps)."""
+    from cvpr24.pipelines.bus.pipeline import create_pipeline as create
+
+    return create(**kwargs)
+
 
 __all__ = ["create_pipeline"]

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from cvpr24.core.ingest import MissingDatasetError, missing_dataset
+
 # Cityscapes label ids used by the generator
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN = 7, 8, 11, 12, 13, 17, 19, 20
 VEGETATION, TERRAIN, SKY, PERSON, CAR, TRUCK, BUS, MOTORCYCLE, BICYCLE = 21, 22, 23, 24, 26, 27, 28, 32, 33
@@ -228,14 +230,9 @@ CITYSCAPES_NAME_TO_ID: dict[str, int] = {
 }
 
 
-class MissingDatasetError(FileNotFoundError):
-    """A real dataset (or one of its files) is not where the configuration says."""
-
-
 def _missing(what: str, path: Path, source: str, where: str) -> MissingDatasetError:
-    return MissingDatasetError(
-        f"{what} not found at {path}. Download it from {source} and unpack it so that {where} exists "
-        "(or set its root in conf/local/parameters/bus.yml); see pipelines/bus/README.md (Real data).")
+    return missing_dataset(what, path, f"download it from {source} and unpack it so that {where} exists "
+                           "(or set its root in conf/local/parameters/bus.yml); see pipelines/bus/README.md (Real data).")
 
 
 def read_png(path: Path) -> np.ndarray:

@@ -9,7 +9,7 @@ refinement, OpenReMix, DECON), each a cached, resumable *job*.
 
 `run_job` executes in a worker process. A job's result is cached under the checkpoint root, keyed by the
 job, its parameters, the data and this package's training code; a killed run resumes from its newest
-checkpoint (core.training.Checkpointer) and finished jobs are read back.
+checkpoint and finished jobs are read back (core.training.cached_job).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cvpr24.core.provenance import fingerprint_arrays, fingerprint_files, fingerprint_json
+from cvpr24.core.provenance import fingerprint_arrays, fingerprint_files
 from cvpr24.core.seeding import derive_seed, torch_generator
-from cvpr24.core.training import Checkpointer, TrainState, train_loop
+from cvpr24.core.training import Checkpointer, TrainState, cached_job, job_key, train_loop
 from cvpr24.pipelines.bus import model as M
 from cvpr24.pipelines.bus.labels import IGNORE_ID
 
@@ -195,37 +195,37 @@ def selftrain(init: dict[str, torch.Tensor], src_img: np.ndarray, src_lab: np.nd
             "diag": {k: float(v) for k, v in extra.items()}}
 
 
-def job_key(job: dict[str, Any], cfg: dict[str, Any], data_fp: str, seed: int, code: str) -> str:
+def _relevant(job: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """The training parameters that change this job's result (so unrelated edits keep the cache)."""
     relevant = {k: cfg[k] for k in ("model", "optimizer", "batch_size", "jitter", "pretrain")}
     if job["kind"] == "selftrain":
         relevant["selftrain"] = cfg["selftrain"]
-    return fingerprint_json({"job": job, "cfg": relevant, "data": data_fp, "seed": seed, "code": code})
+    return relevant
 
 
 def run_job(*, job: dict[str, Any], arrays: dict[str, np.ndarray], init: dict[str, torch.Tensor] | None,
             cfg: dict[str, Any], seed: int, checkpoint_root: str, code: str, progress: bool = False,
             threads: int = 1) -> dict[str, Any]:
-    """Run (or read back) one job; executed in a worker process."""
+    """Run (or read back from its cache, core.training.cached_job) one job; executed in a worker process."""
     torch.set_num_threads(max(1, threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
-    data_fp = fingerprint_arrays({k: v for k, v in arrays.items()})
-    key = job_key(job, cfg, data_fp, seed, code)
-    ckpt = Checkpointer(Path(checkpoint_root) / f"{job['job_id']}-{key}", keep=2)
-    cached = ckpt.load_final()
-    if cached is not None:
-        return {**cached, "cached": True, "job_id": job["job_id"]}
-    start = time.perf_counter()
+    key = job_key(job=job, cfg=_relevant(job, cfg), data=fingerprint_arrays(dict(arrays)), seed=seed, code=code)
     job_seed = derive_seed(seed, int(job["seed"]))  # the init of a seed's pretrain and its self-training runs
-    if job["kind"] == "pretrain":
-        out = pretrain(arrays["src_img"], arrays["src_lab"], cfg, job_seed, ckpt, job["job_id"], progress)
-    elif job["kind"] == "selftrain":
-        if init is None:
-            raise ValueError(f"{job['job_id']}: a self-training job needs its seed's source-only weights")
-        variant = {k: bool(job[k]) for k in ("refine", "decon", "ro", "ap")}
-        out = selftrain(init, arrays["src_img"], arrays["src_lab"], arrays["tgt_img"], arrays["tgt_segments"],
-                        variant, cfg, derive_seed(job_seed, job["variant"]), ckpt, job["job_id"], progress)
-    else:
-        raise ValueError(f"unknown job kind {job['kind']!r}")
-    out["seconds"] = time.perf_counter() - start
-    ckpt.save_final(out)
-    return {**out, "cached": False, "job_id": job["job_id"]}
+
+    def fit(ckpt: Checkpointer) -> dict[str, Any]:
+        start = time.perf_counter()
+        if job["kind"] == "pretrain":
+            out = pretrain(arrays["src_img"], arrays["src_lab"], cfg, job_seed, ckpt, job["job_id"], progress)
+        elif job["kind"] == "selftrain":
+            if init is None:
+                raise ValueError(f"{job['job_id']}: a self-training job needs its seed's source-only weights")
+            variant = {k: bool(job[k]) for k in ("refine", "decon", "ro", "ap")}
+            out = selftrain(init, arrays["src_img"], arrays["src_lab"], arrays["tgt_img"], arrays["tgt_segments"],
+                            variant, cfg, derive_seed(job_seed, job["variant"]), ckpt, job["job_id"], progress)
+        else:
+            raise ValueError(f"unknown job kind {job['kind']!r}")
+        out["seconds"] = time.perf_counter() - start
+        return out
+
+    out, cached = cached_job(checkpoint_root, job["job_id"], key, fit)
+    return {**out, "cached": cached, "job_id": job["job_id"]}

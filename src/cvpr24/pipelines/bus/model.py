@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvpr24.core.safety import load_weights
 from cvpr24.pipelines.bus.labels import IGNORE_ID, NUM_CLASSES, PRIVATE_ID, THING_IDS
 
 
@@ -71,7 +72,7 @@ def load_user_weights(path: str | Path | None, what: str, where: str) -> dict[st
             f"{what} weights not found at {path!r}. This profile needs them and nothing is downloaded at run "
             f"time: {where}, then set the path in conf/local/parameters/bus.yml (see pipelines/bus/README.md)."
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights(path)
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 

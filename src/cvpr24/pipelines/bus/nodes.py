@@ -9,7 +9,7 @@ train       -> one source-only network per seed, then every self-training varian
 evaluate    -> per run: the 14x14 confusion matrix over the target val set, per-class IoU, Common, Private,
                H-Score, the private boundary F-score, small-object IoU, pseudo-label accuracy; the
                threshold sweep; one row per paper-table cell
-report      -> the paper's tables with our numbers beside, the claims, figures, metrics.json
+report      -> the claims' measurements and the figures; core renders tables, claims, README, metrics.json
 
 The train phase's job cache (`train.checkpoint_dir`) is the one deliberate side effect: checkpoints that
 let a killed run resume, keyed by code, parameters and data so they can never serve a stale result.
@@ -17,7 +17,6 @@ let a killed run resume, keyed by code, parameters and data so they can never se
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -25,11 +24,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cvpr24.core.ingest import dispatch
 from cvpr24.core.parallel import map_jobs
 from cvpr24.core.provenance import fingerprint_arrays
-from cvpr24.core.reporting import paper_rows
+from cvpr24.core.reporting import TableRows
+from cvpr24.core.safety import load_weights
 from cvpr24.core.seeding import derive_seed
-from cvpr24.core.tracking import flatten, log_history_to_active_run
+from cvpr24.core.tracking import log_history_to_active_run
 from cvpr24.core.validation import array_stats, validate_manifest
 from cvpr24.pipelines.bus import data as D
 from cvpr24.pipelines.bus import expectations as E
@@ -80,10 +81,7 @@ def _embedded(data: dict[str, Any], seed: int) -> dict[str, list[D.Sample]]:
     return out
 
 
-def _real(data: dict[str, Any]) -> dict[str, list[D.Sample]]:
-    real = data.get("real") or {}
-    if not real:
-        raise FileNotFoundError(f"bus.data.source is 'real' but bus.data.real is empty; {REAL_FIX}")
+def _real(real: dict[str, Any]) -> dict[str, list[D.Sample]]:
     src = real["source"]
     readers = {"gta5": D.read_gta5, "synthia": D.read_synthia}
     if src["dataset"] not in readers:
@@ -113,14 +111,8 @@ def _manifest(samples: dict[str, list[D.Sample]]) -> pd.DataFrame:
 
 def ingest(data: dict[str, Any], runtime: dict[str, Any]) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Materialise the three splits (image + Cityscapes label-id map) and validate their manifest."""
-    if data["source"] == "embedded":
-        samples = _embedded(data, int(runtime["seed"]))
-        fix = "the embedded generator produced bad data: check bus.data in conf/<env>/parameters/bus.yml"
-    elif data["source"] == "real":
-        samples = _real(data)
-        fix = REAL_FIX
-    else:
-        raise ValueError(f"bus.data.source must be 'embedded' or 'real', got {data['source']!r}")
+    samples, fix = dispatch(data, slug="bus", embedded=lambda: _embedded(data, int(runtime["seed"])),
+                            real=lambda: _real(data["real"]), real_fix=REAL_FIX)
     manifest = _manifest(samples)
     min_n = int(data.get("min_per_split", 1))
     validate_manifest(manifest, E.raw(min_n), dataset="bus.raw_manifest", fix=fix)
@@ -173,7 +165,7 @@ def mobilesam_masks(images: np.ndarray, weights: str | None) -> list[np.ndarray]
         raise ImportError("masks.method 'mobilesam' needs the `mobile_sam` package (pip install "
                           "git+https://github.com/ChaoningZhang/MobileSAM); it is not a dependency of this project") from exc
     sam = sam_model_registry["vit_t"]()
-    sam.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    sam.load_state_dict(load_weights(weights))
     generator = SamAutomaticMaskGenerator(sam.eval())
     out = []
     for im in images:
@@ -363,59 +355,48 @@ def _pseudo_label_accuracy(weights, job, model_input, hidden, train, n: int) -> 
 
 
 # --------------------------------------------------------------------------------------- table rows
-METRIC_COLUMNS = {**{f"iou_{k}": f"iou_{k}" for k in range(NUM_CLASSES)},
-                  "common": "common", "private": "private", "h_score": "h_score",
-                  "boundary_f": "boundary_f", "small_object_iou": "small_object_iou"}
-
-
 def summarise(per_run: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per variant."""
+    """Mean and std over seeds per variant (for the figures; the tables' cells come from `table_rows`)."""
     num = per_run.drop(columns=["job_id"]).groupby("variant")
-    mean, std = num.mean(numeric_only=True), num.std(numeric_only=True, ddof=0)
+    mean, std = num.mean(numeric_only=True), num.std(numeric_only=True, ddof=1)
     out = mean.add_suffix("_mean").join(std.add_suffix("_std"))
     out["n_seeds"] = num.size()
     return out
 
 
+def per_seed(per_run: pd.DataFrame, variant: str, metric: str) -> pd.Series:
+    """One row's metric per seed, over every seed of the run: a seed the row lacks is NaN, never dropped."""
+    seeds = sorted(int(s) for s in per_run["seed"].unique())
+    sub = per_run[per_run["variant"] == variant]
+    col = sub.set_index("seed")[metric] if metric in sub.columns else pd.Series(dtype=float)
+    return col.reindex(seeds).astype(float).rename(index=lambda s: f"seed {s}")
+
+
 def table_rows(per_run: pd.DataFrame, paper: dict[str, Any], ev: dict[str, Any], train: dict[str, Any],
                runtime: dict[str, Any], manifest: pd.DataFrame, job_log: pd.DataFrame) -> pd.DataFrame:
-    """One record per (table, row, metric) in the long table-rows format (see core.tracking)."""
-    summ = summarise(per_run)
-    data_name = ev["data_label"]
-    recs = []
-
-    def add(table: str, row: str, variant: str, metric: str) -> None:
-        if variant not in summ.index:
-            recs.append({"table": table, "row": row, "source": "ours", "metric": metric, "value": float("nan"),
-                         "data": "", "note": f"row `{variant}` is not in bus.preprocess.rows of this profile"})
-            return
-        s = summ.loc[variant]
-        seeds = sorted(per_run[per_run["variant"] == variant]["seed"].tolist())
-        value = float(s[f"{metric}_mean"])
-        recs.append({"table": table, "row": row, "source": "ours", "metric": metric, "value": value,
-                     "data": f"{data_name}; {VARIANTS[variant]['label']}; mean of seeds {seeds} "
-                             f"(std {float(s[f'{metric}_std']):.2f})", "note": ""})
-
-    tables = paper["tables"]
-    for table_id, t in tables.items():
-        ours_map = dict(t.get("ours_rows") or {})
-        ours_map.update(t.get("ours_only_rows") or {})   # rows the paper's table does not have
+    """Every cell of ours from its per-seed values, in core's table-rows format (mean, std, n)."""
+    rows = TableRows()
+    ran = set(per_run["variant"])
+    for table_id, t in paper["tables"].items():
+        ours_map = {**(t.get("ours_rows") or {}), **(t.get("ours_only_rows") or {})}  # + rows the paper lacks
         for name, variant in ours_map.items():
             for col in t["columns"]:
-                add(table_id, str(name), variant, col["key"])
-    out = pd.DataFrame(recs)
+                if variant not in ran:
+                    rows.add(table_id, str(name), col["key"], None,
+                             note=f"row `{variant}` is not in bus.preprocess.rows of this profile")
+                    continue
+                rows.add(table_id, str(name), col["key"], per_seed(per_run, variant, col["key"]), over="seeds",
+                         data=f"{ev['data_label']}; {VARIANTS[variant]['label']}")
     fresh = job_log[~job_log["cached"]] if (~job_log["cached"]).any() else job_log
-    out["profile"] = runtime.get("profile", "")
-    out["data_fingerprint"] = manifest["fingerprint"].iloc[0] if "fingerprint" in manifest else ""
-    out["params"] = json.dumps(flatten({"train": {k: v for k, v in train.items() if k != "checkpoint_dir"},
-                                        "evaluate": {k: v for k, v in ev.items() if k != "data_label"},
-                                        "train_seconds_total": float(fresh["seconds"].sum())}))
+    out = rows.frame(profile=runtime.get("profile", ""),
+                      data_fingerprint=str(manifest["fingerprint"].iloc[0]) if "fingerprint" in manifest else "",
+                      params={"train": {k: v for k, v in train.items() if k != "checkpoint_dir"},
+                              "evaluate": {k: v for k, v in ev.items() if k != "data_label"},
+                              "train_seconds_total": float(fresh["seconds"].sum())})
+    # float `n`: core's table_csv tests `isinstance(n, int | float)`, which a NumPy int64 fails, and would
+    # leave every `<metric>_n` of the table CSVs empty
+    out["n"] = out["n"].astype(float)
     return out
 
 
-def mlflow_rows(rows: pd.DataFrame, paper: dict[str, Any]) -> pd.DataFrame:
-    """Our table rows plus the paper's numbers (source=paper), for one MLflow run per row."""
-    return pd.concat([rows, paper_rows(paper)], ignore_index=True)
-
-
-__all__ = ["CLASS_NAMES", "VARIANTS", "evaluate", "ingest", "mlflow_rows", "preprocess", "table_rows", "train"]
+__all__ = ["CLASS_NAMES", "VARIANTS", "evaluate", "ingest", "per_seed", "preprocess", "table_rows", "train"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from cvpr24.core.reporting import mlflow_rows
 from cvpr24.pipelines.bus import nodes as n
 from cvpr24.pipelines.bus.report import render
 
@@ -26,12 +27,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                  ["bus.per_run", "bus.paper", "params:bus.evaluate", "params:bus.train", "params:runtime",
                   "bus.raw_manifest", "bus.job_log"],
                  "bus.table_rows", name="bus_table_rows", tags=["evaluate"]),
-            node(n.mlflow_rows, ["bus.table_rows", "bus.paper"], "bus.mlflow_runs", name="bus_log_runs",
+            node(mlflow_rows, ["bus.table_rows", "bus.paper"], "bus.mlflow_runs", name="bus_log_runs",
                  tags=["evaluate"]),
             node(render,
                  ["bus.per_run", "bus.threshold_sweep", "bus.examples", "bus.table_rows", "bus.job_log",
                   "bus.train_history", "bus.paper", "params:bus.report", "params:bus.evaluate", "params:bus.train",
-                  "params:bus.data", "params:runtime"],
+                  "params:runtime"],
                  "bus.report", name="bus_report", tags=["report"]),
         ]
     )

@@ -2,7 +2,7 @@
 
 Parameter names follow the ImageNet `mit_b5.pth` checkpoint released with SegFormer (patch_embed{1-4},
 block{1-4}.<i>.{norm1,attn.{q,kv,proj,sr,norm},norm2,mlp.{fc1,dwconv.dwconv,fc2}}, norm{1-4}), so the user's
-file loads into the encoder with `torch.load(weights_only=True)`. The head is SegFormer's (DAFormer's
+file loads into the encoder with `core.safety.load_weights` (`weights_only=True`). The head is SegFormer's (DAFormer's
 context-aware fusion head is not reproduced). `forward` returns (logits at 1/4, fused 1/4 feature), like
 `model.SegNet`, so the training code is the same for both.
 """

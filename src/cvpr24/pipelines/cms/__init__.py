@@ -1,5 +1,12 @@
 """CMS: Contrastive Mean-Shift Learning for Generalized Category Discovery (Choi, Kang & Cho, CVPR 2024)."""
 
-from cvpr24.pipelines.cms.pipeline import create_pipeline
+
+def create_pipeline(**kwargs):
+    """Kedro's entry point; imported lazily so that importing a CMS module does not import every phase
+    (each DVC stage depends only on the modules its nodes import: cvpr24.core.dvcdeps)."""
+    from cvpr24.pipelines.cms.pipeline import create_pipeline as create
+
+    return create(**kwargs)
+
 
 __all__ = ["create_pipeline"]

@@ -27,11 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cvpr24.core.ingest import MissingDatasetError, missing_dataset
+from cvpr24.core.safety import load_weights
+
 DIGITS_OLD = [0, 1, 2, 3, 4]
-
-
-class DatasetMissingError(FileNotFoundError):
-    """A real dataset (or a file of it) is not where the configuration says; the message says where to get it."""
 
 
 # ----------------------------------------------------------------------------------------- embedded
@@ -205,7 +204,7 @@ def test_transform(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------- real: helpers
 def _need(path: Path, what: str, where: str) -> Path:
     if not path.exists():
-        raise DatasetMissingError(f"{what}: {path} does not exist. {where}")
+        raise missing_dataset(what, path, where)
     return path
 
 
@@ -378,9 +377,9 @@ def load_dino_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The user's local DINO ViT-B/16 state dict (`dino_vitbase16_pretrain.pth`), weights only."""
     p = Path(path)
     if not p.is_file():
-        raise DatasetMissingError(f"DINO weights: {p} does not exist. Download dino_vitbase16_pretrain.pth from "
+        raise MissingDatasetError(f"DINO weights: {p} does not exist. Download dino_vitbase16_pretrain.pth from "
                                   "the DINO project (facebookresearch/dino) and set cms.model.weights to its path.")
-    state = torch.load(p, map_location="cpu", weights_only=True)
+    state = load_weights(p)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not any(k.startswith("blocks.11.") for k in state):
         raise ValueError(f"{p}: not a ViT-B/16 state dict (no blocks.11.* keys)")

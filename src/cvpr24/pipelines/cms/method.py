@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from cvpr24.core import distributed as D
-from cvpr24.core.provenance import fingerprint_files, fingerprint_json
+from cvpr24.core.provenance import fingerprint_files
 from cvpr24.core.seeding import derive_seed, torch_generator
-from cvpr24.core.training import Checkpointer, TrainState, train_loop
+from cvpr24.core.training import Checkpointer, TrainState, cached_job, job_key, train_loop
 from cvpr24.pipelines.cms import cluster as C
 from cvpr24.pipelines.cms.data import augment
 from cvpr24.pipelines.cms.model import (
@@ -61,6 +61,20 @@ def _aug_kwargs(aug: dict[str, Any]) -> dict[str, Any]:
             "colour": bool(aug.get("colour", False)), "grayscale_p": float(aug.get("grayscale_p", 0.2))}
 
 
+def run_cached(checkpoint_dir: str | None, name: str, key: str, fit) -> dict[str, Any]:
+    """`fit(checkpointer)` at most once per key through core's `cached_job`, with `cached` in the result.
+    No folder: no cache. Data-parallel ranks other than 0 read the cache and resume from its checkpoints
+    but never write it (rank 0 does; `train_loop` already saves on rank 0 only)."""
+    if not checkpoint_dir:
+        return {**fit(None), "cached": False}
+    if not D.is_main():
+        ckpt = Checkpointer(Path(checkpoint_dir) / f"{name}-{key}")
+        done = ckpt.load_final()
+        return {**done, "cached": True} if done is not None else {**fit(ckpt), "cached": False}
+    out, cached = cached_job(checkpoint_dir, name, key, fit)
+    return {**out, "cached": cached}
+
+
 @torch.no_grad()
 def embed(fn, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     return torch.cat([fn(x[i: i + chunk]) for i in range(0, len(x), chunk)]) if len(x) else torch.empty(0)
@@ -82,11 +96,14 @@ def pretrain_ssl(images: torch.Tensor, p: dict[str, Any], model: dict[str, Any],
                  seed: int, checkpoint_dir: str | None, progress: bool = True,
                  log_fn=None) -> dict[str, Any]:
     """SimCLR (NT-Xent, tau) on all training images without labels -> the backbone's state dict."""
-    key = fingerprint_json({"p": p, "model": model, "aug": aug, "seed": seed, "n": len(images),
-                            "data": float(images.sum()), "code": code_fingerprint()})
-    ckpt = Checkpointer(Path(checkpoint_dir) / f"ssl_{key}") if checkpoint_dir else None
-    if ckpt is not None and (done := ckpt.load_final()) is not None:
-        return {**done, "cached": True}
+    key = job_key(job={"p": p, "model": model, "aug": aug}, seed=seed, code=code_fingerprint(),
+                  data={"n": len(images), "sum": float(images.sum())})
+    return run_cached(checkpoint_dir, "ssl", key,
+                      lambda ckpt: _fit_ssl(images, p, model, aug, seed, ckpt, progress, log_fn))
+
+
+def _fit_ssl(images: torch.Tensor, p: dict[str, Any], model: dict[str, Any], aug: dict[str, Any], seed: int,
+             ckpt: Checkpointer | None, progress: bool, log_fn) -> dict[str, Any]:
     torch.manual_seed(derive_seed(seed, "ssl_init"))
     net = SimCLRNet(build_net(images.shape[1], model["widths"], model["head"], model.get("strides")).backbone)
     opt = torch.optim.Adam(net.parameters(), lr=float(p["lr"]))
@@ -112,11 +129,8 @@ def pretrain_ssl(images: torch.Tensor, p: dict[str, Any], model: dict[str, Any],
                          desc="cms ssl pre-training", progress=progress)
     net.backbone.eval()
     net.backbone.set_standardisation(images)
-    out = {"backbone": {k: v.detach().clone() for k, v in net.backbone.state_dict().items()},
-           "history": history, "seconds": time.perf_counter() - start}
-    if ckpt is not None:
-        ckpt.save_final(out)
-    return {**out, "cached": False}
+    return {"backbone": {k: v.detach().clone() for k, v in net.backbone.state_dict().items()},
+            "history": history, "seconds": time.perf_counter() - start}
 
 
 # ------------------------------------------------------------------------------ CMS fine-tuning
@@ -253,28 +267,26 @@ def fit_cms(spec: dict[str, Any]) -> dict[str, Any]:
     def set_extra(extra):
         st.update(extra)
 
-    key = fingerprint_json({"variant": variant, "train": tr, "model": spec["model"], "aug": spec["aug"],
-                            "seed": seed, "n": len(images), "data": float(images.sum()),
-                            "lab": int(labelled.sum()), "backbone": spec["backbone_key"],
-                            "world": D.world_size(), "code": code_fingerprint()})
-    ckpt = Checkpointer(Path(spec["checkpoint_dir"]) / f"{variant['name']}_{key}") if spec.get("checkpoint_dir") else None
-    if ckpt is not None and (done := ckpt.load_final()) is not None:
-        return {**done, "cached": True}
-    start = time.perf_counter()
-    history = train_loop(model=net, optimizer=opt, step_fn=step_fn, n_steps=n_steps, scheduler=sched,
-                         state=TrainState(generators={"batch": gen_batch, "aug": gen_aug}, get_extra=get_extra,
-                                          set_extra=set_extra),
-                         checkpointer=ckpt, every=int(tr["checkpoint_every"]), log_every=int(tr.get("log_every", 5)),
-                         log_fn=spec.get("log_fn"), desc=f"cms train {variant['name']}",
-                         progress=bool(spec.get("progress", True)) and D.is_main())
-    final = {kk: vv.detach().clone() for kk, vv in net.state_dict().items()}
-    out = {"best_state": st["best_state"] or final, "final_state": final, "best_epoch": st["best_epoch"],
-           "k_est": st["best_k"], "k_curve": [list(map(float, c)) for c in st["best_curve"]],
-           "epochs": st["epochs"], "refreshes": st["refreshes"], "history": history,
-           "seconds": time.perf_counter() - start, "steps": n_steps}
-    if ckpt is not None and D.is_main():
-        ckpt.save_final(out)
-    return {**out, "cached": False}
+    key = job_key(job={"variant": variant, "train": tr, "model": spec["model"], "aug": spec["aug"],
+                       "world": D.world_size()}, seed=seed, code=code_fingerprint(),
+                  data={"n": len(images), "sum": float(images.sum()), "labelled": int(labelled.sum()),
+                        "backbone": spec["backbone_key"]})
+
+    def fit(ckpt: Checkpointer | None) -> dict[str, Any]:
+        start = time.perf_counter()
+        history = train_loop(model=net, optimizer=opt, step_fn=step_fn, n_steps=n_steps, scheduler=sched,
+                             state=TrainState(generators={"batch": gen_batch, "aug": gen_aug}, get_extra=get_extra,
+                                              set_extra=set_extra),
+                             checkpointer=ckpt, every=int(tr["checkpoint_every"]), log_every=int(tr.get("log_every", 5)),
+                             log_fn=spec.get("log_fn"), desc=f"cms train {variant['name']}",
+                             progress=bool(spec.get("progress", True)) and D.is_main())
+        final = {kk: vv.detach().clone() for kk, vv in net.state_dict().items()}
+        return {"best_state": st["best_state"] or final, "final_state": final, "best_epoch": st["best_epoch"],
+                "k_est": st["best_k"], "k_curve": [list(map(float, c)) for c in st["best_curve"]],
+                "epochs": st["epochs"], "refreshes": st["refreshes"], "history": history,
+                "seconds": time.perf_counter() - start, "steps": n_steps}
+
+    return run_cached(spec.get("checkpoint_dir"), variant["name"], key, fit)
 
 
 def fit_cms_parallel(spec: dict[str, Any], world_size: int = 1, threads: int = 1) -> dict[str, Any]:

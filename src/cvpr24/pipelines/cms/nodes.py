@@ -22,11 +22,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from cvpr24.core.ingest import dispatch, missing_dataset
 from cvpr24.core.parallel import map_jobs
 from cvpr24.core.provenance import fingerprint_arrays, fingerprint_json
-from cvpr24.core.reporting import paper_rows
+from cvpr24.core.reporting import TableRows
 from cvpr24.core.seeding import derive_seed
-from cvpr24.core.tracking import flatten, log_history_to_active_run
+from cvpr24.core.tracking import log_history_to_active_run
 from cvpr24.core.validation import DataValidationError, manifest_from_arrays, validate_manifest
 from cvpr24.pipelines.cms import cluster as C
 from cvpr24.pipelines.cms import data as D
@@ -37,6 +38,7 @@ from cvpr24.pipelines.cms.model import build_net, knn_mean, mean_shift
 log = logging.getLogger(__name__)
 
 REAL_FIX = "see pipelines/cms/README.md (Real data) for where to get each dataset and where to put it"
+EMBEDDED_KINDS = ("digits", "glyphs")
 
 
 # ------------------------------------------------------------------------------------------- ingest
@@ -54,7 +56,7 @@ def _read_dataset(name: str, cfg: dict[str, Any], seed: int) -> tuple[np.ndarray
         return img, lab, np.zeros(len(lab), bool), "procedural glyphs (cms.data.glyphs_gcd)"
     root = cfg.get("root")
     if not root:
-        raise D.DatasetMissingError(f"cms.data.datasets.{name}: no `root` configured; {REAL_FIX}")
+        raise missing_dataset(f"cms.data.datasets.{name} ({kind})", "<no root configured>", REAL_FIX)
     size = int(cfg["size"])
     if kind == "imagenet100":
         classes = D.imagenet100_classes(root)
@@ -70,17 +72,24 @@ def _read_dataset(name: str, cfg: dict[str, Any], seed: int) -> tuple[np.ndarray
     return img, lab, np.r_[np.zeros(len(tr[1]), bool), np.ones(len(te[1]), bool)], str(root)
 
 
+def _read_all(data: dict[str, Any], seed: int) -> dict[str, tuple]:
+    return {name: _read_dataset(name, cfg, seed) for name, cfg in data["datasets"].items()}
+
+
 def ingest(data: dict[str, Any], runtime: dict[str, Any]):
-    """Materialise every configured dataset and validate its manifest (Great Expectations)."""
+    """Materialise every configured dataset (each read by its `kind`; core's dispatch checks the source)
+    and validate its manifest (Great Expectations)."""
     seed = int(runtime["seed"])
+    # core's dispatch looks for the real datasets under `real`; CMS configures them under `datasets`
+    real = {n: c for n, c in data["datasets"].items() if c["kind"] not in EMBEDDED_KINDS}
+    read, fix = dispatch({**data, "real": real}, slug="cms", embedded=lambda: _read_all(data, seed),
+                         real=lambda: _read_all(data, seed), real_fix=REAL_FIX)
     raw, manifests = {}, []
     for name, cfg in data["datasets"].items():
-        img, lab, official_test, source = _read_dataset(name, cfg, seed)
+        img, lab, official_test, source = read[name]
         ids = [f"{name}/{i:06d}" for i in range(len(lab))]
         extra = {sid: {"dataset": name, "label": int(lab[i]), "source": source} for i, sid in enumerate(ids)}
         m = manifest_from_arrays(dict(zip(ids, img, strict=True)), extra)
-        fix = (f"the embedded generator produced bad data: check cms.data.datasets.{name}"
-               if cfg["kind"] in ("digits", "glyphs") else REAL_FIX)
         validate_manifest(m, E.raw(int(cfg["n_classes"]), int(cfg["channels"]), int(cfg["size"])),
                           dataset=f"cms.raw.{name}", fix=fix)
         raw[f"{name}__images"], raw[f"{name}__labels"] = np.asarray(img, np.uint8), lab.astype(np.int64)
@@ -303,7 +312,8 @@ def evaluate(model_input: dict[str, np.ndarray], pretrained: dict[str, np.ndarra
                 continue
             out = C.iterative_mean_shift_clustering(v, y, lab, is_old, {"gt": k_gt, "est": int(r.k_est)}, **ims_kw)
             add("cms_gt", seed, (out["gt"]["all"], out["gt"]["old"], out["gt"]["new"]), k_gt,
-                {"ims_t": out["gt"]["t"], "ims_iterations": out["gt"]["iterations"]})
+                {"ims_t": out["gt"]["t"], "ims_iterations": out["gt"]["iterations"],
+                 "ims_best_all": 100 * max(rec["all"] for rec in out["gt"]["trace"])})
             add("cms_est", seed, (out["est"]["all"], out["est"]["old"], out["est"]["new"]), int(r.k_est),
                 {"ims_t": out["est"]["t"], "ims_iterations": out["est"]["iterations"]})
             t0 = out["gt"]["trace"][0]
@@ -345,15 +355,17 @@ def evaluate(model_input: dict[str, np.ndarray], pretrained: dict[str, np.ndarra
                             f"{name}__after": _project_2d(v, idx, seed, proj),
                             f"{name}__y": y[idx], f"{name}__is_old": is_old[idx], f"{name}__labelled": lab[idx]})
     results = pd.DataFrame(res)
-    for col in ("ims_t", "ims_iterations"):
+    for col in ("ims_t", "ims_iterations", "ims_best_all"):
         if col not in results:
             results[col] = np.nan
     return results, pd.DataFrame(curves).reindex(columns=["dataset", "seed", "curve", "x", "y", "label", "old", "new",
                                                           "lab_acc"]), emb
 
 
-DATASET_LABELS = {"cifar100": "CIFAR-100", "imagenet100": "ImageNet-100", "cub": "CUB", "scars": "Stanford Cars",
-                  "aircraft": "FGVC-Aircraft", "herbarium19": "Herbarium19"}
+DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet100": "ImageNet-100", "cub": "CUB",
+                  "scars": "Stanford Cars", "aircraft": "FGVC-Aircraft", "herbarium19": "Herbarium19"}
+EMBEDDED_LABELS = {"digits": "digits-gcd (embedded)", "glyphs": "glyphs-gcd (embedded)"}
+NO_COUNTERPART = "no embedded counterpart of this dataset; the full profile reads it (pipelines/cms/README.md)"
 
 
 def row_name(row: str) -> str:
@@ -364,66 +376,59 @@ def row_name(row: str) -> str:
     return row
 
 
+def dataset_label(cfg: dict[str, Any], name: str) -> str:
+    """How our row of a per-dataset table is named: the dataset we ran, never the paper column it stands in
+    for (a real dataset keeps the paper's name, so it lands beside the paper's row)."""
+    return DATASET_LABELS.get(cfg["kind"]) or EMBEDDED_LABELS.get(cfg["kind"], f"{name} ({cfg['kind']})")
+
+
 def table_rows(results: pd.DataFrame, train_log: pd.DataFrame, paper: dict[str, Any], data: dict[str, Any],
                ev: dict[str, Any], runtime: dict[str, Any], manifest: pd.DataFrame) -> pd.DataFrame:
-    """One record per (table, row, metric) in the long table-rows format (see core.tracking)."""
-    recs = []
-    groups = ev["column_datasets"]
-    nseeds = results.groupby("dataset")["seed"].nunique().to_dict() if not results.empty else {}
+    """Every cell of ours from its per-seed values, in core's table-rows format."""
+    rows, groups, tables = TableRows(), ev["column_datasets"], paper["tables"]
 
-    def add(table, row, metric, value, data_="", note=""):
-        recs.append({"table": table, "row": row, "source": "ours", "metric": metric, "value": value,
-                     "data": data_, "note": note})
+    def per_seed(ds: str, row: str, metric: str) -> pd.Series:
+        sub = results[(results["dataset"] == ds) & (results["row"] == row)] if not results.empty else results
+        return sub.set_index("seed")[metric] if not sub.empty else pd.Series(dtype=float)
 
-    def cell(ds: str | None, row: str, metric: str):
-        if ds is None:
-            return float("nan"), "", "no embedded counterpart of this dataset; the full profile reads it (pipelines/cms/README.md)"
-        sub = results[(results["dataset"] == ds) & (results["row"] == row)]
-        if sub.empty:
-            return float("nan"), "", f"row {row} was not run on {ds} in this profile"
-        sd = sub[metric].std(ddof=0) if len(sub) > 1 else 0.0
-        return float(sub[metric].mean()), f"{ds} D_U, mean of {len(sub)} seed(s), std {sd:.2f}", ""
-
-    tables = paper["tables"]
     for tid in ("gcd", "ablation", "k_study"):
         t = tables.get(tid)
         if not t:
             continue
-        wanted = t.get("our_rows") or {}
         for col in t["columns"]:
             ds = groups.get(col["dataset"])
-            for row, shown in wanted.items():
-                v, d, note = cell(ds, row, col["metric"])
-                add(tid, shown or row_name(row), col["key"], v, d, note)
+            for row, shown in (t.get("our_rows") or {}).items():
+                vals = per_seed(ds, row, col["metric"]) if ds else None
+                if ds is None or vals.empty:
+                    note = NO_COUNTERPART if ds is None else f"row {row} was not run on {ds} in this profile"
+                    rows.add(tid, shown or row_name(row), col["key"], None, note=note)
+                else:
+                    rows.add(tid, shown or row_name(row), col["key"], vals, over="seeds", data=f"{ds} D_U")
             for shown, reason in (t.get("not_reproduced") or {}).items():
-                add(tid, shown, col["key"], float("nan"), "", reason)
-    # estimated K against the true K
-    t = tables.get("k_estimation")
-    if t:
+                rows.add(tid, shown, col["key"], None, note=reason)
+    if tables.get("k_estimation"):  # estimated K against the true K, one row per dataset we ran
+        ran = {dataset_label(cfg, name) for name, cfg in data["datasets"].items()}
+        for prow in tables["k_estimation"]["rows"]:
+            if prow["dataset"] not in ran:
+                for col in tables["k_estimation"]["columns"]:
+                    rows.add("k_estimation", prow["dataset"], col["key"], None,
+                             note="this dataset is not run in this profile (the full profile reads CIFAR-100 and CUB)")
         for name, cfg in data["datasets"].items():
             lg = train_log[(train_log["dataset"] == name) & (train_log["variant"] == "cms")]
             if lg.empty:
                 continue
-            key = {v: k for k, v in groups.items() if v and k in DATASET_LABELS}.get(name)
-            label = DATASET_LABELS.get(key, f"{name} (embedded)")
-            add("k_estimation", label, "k_gt", float(cfg["n_classes"]), name)
-            add("k_estimation", label, "k_est", float(lg["k_est"].mean()), f"{name}, mean of {len(lg)} seed(s)")
-            add("k_estimation", label, "k_err", 100 * abs(float(lg["k_est"].mean()) - cfg["n_classes"]) / cfg["n_classes"], name)
+            label, k = dataset_label(cfg, name), float(cfg["n_classes"])
+            k_est = lg.set_index("seed")["k_est"].astype(float)
+            rows.add("k_estimation", label, "k_gt", k, over="", data=name)
+            rows.add("k_estimation", label, "k_est", k_est, over="seeds", data=f"{name} held-out split")
+            rows.add("k_estimation", label, "k_err", 100 * (k_est - k).abs() / k, over="seeds", data=name)
     for tid in ("inductive", "clip"):
         t = tables.get(tid)
-        if not t:
-            continue
-        for prow in t["rows"]:
+        for prow in (t or {}).get("rows", []):
             for col in t["columns"]:
-                add(tid, str(prow[t["index"][-1]]), col["key"], float("nan"), "", t.get("why_not_ours", "not run"))
-    out = pd.DataFrame(recs)
-    out["profile"] = runtime.get("profile", "")
-    out["data_fingerprint"] = manifest["fingerprint"].iloc[0] if "fingerprint" in manifest else ""
-    out["params"] = json.dumps(flatten({"evaluate": {k: v for k, v in ev.items() if k != "column_datasets"},
-                                        "seeds": nseeds}))
-    return out
-
-
-def mlflow_rows(rows: pd.DataFrame, paper: dict[str, Any]) -> pd.DataFrame:
-    """Our table rows plus the paper's numbers (source=paper), for one MLflow run per row."""
-    return pd.concat([rows, paper_rows(paper)], ignore_index=True)
+                rows.add(tid, str(prow[t["index"][-1]]), col["key"], None, note=t.get("why_not_ours", "not run"))
+    nseeds = results.groupby("dataset")["seed"].nunique().to_dict() if not results.empty else {}
+    return rows.frame(profile=runtime.get("profile", ""),
+                      data_fingerprint=str(manifest["fingerprint"].iloc[0]) if "fingerprint" in manifest else "",
+                      params={"evaluate": {k: v for k, v in ev.items() if k != "column_datasets"},
+                              "seeds": nseeds})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from cvpr24.core.reporting import mlflow_rows
 from cvpr24.pipelines.cms import nodes as n
 from cvpr24.pipelines.cms.report import render
 
@@ -27,7 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(n.table_rows, ["cms.results", "cms.train_log", "cms.paper", "params:cms.data", "params:cms.evaluate",
                                 "params:runtime", "cms.raw_manifest"],
                  "cms.table_rows", name="cms_table_rows", tags=["evaluate"]),
-            node(n.mlflow_rows, ["cms.table_rows", "cms.paper"], "cms.mlflow_runs", name="cms_log_runs",
+            node(mlflow_rows, ["cms.table_rows", "cms.paper"], "cms.mlflow_runs", name="cms_log_runs",
                  tags=["evaluate"]),
             node(render, ["cms.results", "cms.curves", "cms.embeddings", "cms.train_log", "cms.table_rows",
                           "cms.paper", "params:cms.report", "params:cms.data",

@@ -1,5 +1,12 @@
 """DDPS: Differentiable Display Photometric Stereo (CVPR 2024)."""
 
-from cvpr24.pipelines.ddps.pipeline import create_pipeline
+
+def create_pipeline(**kwargs):
+    """Kedro's entry point; imported lazily so that importing a DDPS module does not import every phase
+    (each DVC stage depends only on the modules its nodes import: cvpr24.core.dvcdeps)."""
+    from cvpr24.pipelines.ddps.pipeline import create_pipeline as create
+
+    return create(**kwargs)
+
 
 __all__ = ["create_pipeline"]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
+from cvpr24.core.ingest import MissingDatasetError
 from cvpr24.pipelines.ddps import model as M
 
 TRAIN_LIST, TEST_LIST = "selected_train_DDPS.txt", "selected_test.txt"
@@ -219,7 +220,7 @@ def read_list(path: Path) -> list[str]:
     """Scene names, one per line; trailing newline or not (the official loader would cut the last character
     of an unterminated last line: this reader strips line endings instead)."""
     if not path.is_file():
-        raise FileNotFoundError(f"list file {path} is missing. {WHERE_TO_GET}")
+        raise MissingDatasetError(f"list file {path} is missing. {WHERE_TO_GET}")
     names = [ln.strip() for ln in path.read_text().splitlines()]
     return [n for n in names if n]
 
@@ -228,7 +229,7 @@ def _read_png(path: Path) -> np.ndarray:
     from PIL import Image
 
     if not path.is_file():
-        raise FileNotFoundError(f"basis image {path} is missing (each scene needs main/diffuse/000.png ... "
+        raise MissingDatasetError(f"basis image {path} is missing (each scene needs main/diffuse/000.png ... "
                                 f"143.png). {WHERE_TO_GET}")
     try:
         with Image.open(path) as im:
@@ -240,7 +241,7 @@ def _read_png(path: Path) -> np.ndarray:
 
 def _read_npy(path: Path, what: str) -> np.ndarray:
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} is missing. {WHERE_TO_GET}")
+        raise MissingDatasetError(f"{what} {path} is missing. {WHERE_TO_GET}")
     try:
         return np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -271,7 +272,7 @@ def read_layout(root: str | Path, n_lights: int = 144, max_scenes: int | None = 
     """The whole dataset: {"train": [...], "test": [...], "scenes": {name: read_scene(...)}}."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"DDPS dataset folder {root} does not exist. {WHERE_TO_GET}")
+        raise MissingDatasetError(f"DDPS dataset folder {root} does not exist. {WHERE_TO_GET}")
     train, test = read_list(root / TRAIN_LIST), read_list(root / TEST_LIST)
     if max_scenes:
         train, test = train[:max_scenes], test[:max_scenes]
@@ -281,7 +282,7 @@ def read_layout(root: str | Path, n_lights: int = 144, max_scenes: int | None = 
     scenes = {}
     for name in dict.fromkeys(train + test):
         if not (root / name).is_dir():
-            raise FileNotFoundError(f"scene folder {root / name} (listed in the split files) is missing. {WHERE_TO_GET}")
+            raise MissingDatasetError(f"scene folder {root / name} (listed in the split files) is missing. {WHERE_TO_GET}")
         scenes[name] = read_scene(root / name, n_lights)
     return {"train": train, "test": test, "scenes": scenes}
 

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cvpr24.core.provenance import fingerprint_files, fingerprint_json
+from cvpr24.core.provenance import fingerprint_files
 from cvpr24.core.seeding import derive_seed, torch_generator
-from cvpr24.core.training import Checkpointer, TrainState, train_loop
+from cvpr24.core.training import Checkpointer, TrainState, cached_job, job_key, train_loop
 from cvpr24.pipelines.ddps import model as M
 
 PACKAGE_DIR = Path(__file__).parent
@@ -119,29 +119,28 @@ def fit_patterns(
     return {"patterns": p, "history": history}
 
 
-def run_key(run: dict[str, Any], train: dict[str, Any], data_fp: str, seed: int, code: str) -> str:
-    return fingerprint_json({"run": run, "train": train, "data": data_fp, "seed": seed, "code": code})
-
-
 def train_run(*, run: dict[str, Any], data: dict, val: dict | None, lights: np.ndarray, train: dict[str, Any],
               seed: int, data_fp: str, code: str, progress: bool, log_fn=None) -> dict[str, Any]:
-    """One pattern-learning run, read back from its cache when its inputs are unchanged."""
-    key = run_key(run, {k: v for k, v in train.items() if k not in ("checkpoint_dir", "runs")}, data_fp, seed, code)
-    ckpt = Checkpointer(Path(train["checkpoint_dir"]) / f"{run['run_id']}-{key}", keep=2)
-    cached = ckpt.load_final()
-    if cached is not None:
-        return {"patterns": cached["patterns"].numpy(), "history": list(cached["history"]),
-                "seconds": float(cached["seconds"]), "cached": True}
-    p0 = M.initial_pattern(run["init"], int(run["n_patterns"]), seed=derive_seed(seed, "pattern", run["init"]))
-    start = time.perf_counter()
-    out = fit_patterns(data=data, val=val, lights=lights, p0=p0, channels=run["channels"], train=train,
-                       seed=derive_seed(seed, run["run_id"]), checkpointer=ckpt, desc=run["run_id"],
-                       progress=progress, log_fn=log_fn)
-    out["seconds"] = time.perf_counter() - start
-    ckpt.save_final({"patterns": torch.from_numpy(out["patterns"]), "history": out["history"],
-                     "seconds": out["seconds"]})
-    out["cached"] = False
-    return out
+    """One pattern-learning run through core's job cache: read back when its inputs are unchanged, else
+    trained (resuming from the run's newest checkpoint after a kill) and saved."""
+    key = job_key(run=run, train={k: v for k, v in train.items() if k not in ("checkpoint_dir", "runs")},
+                  data=data_fp, seed=seed, code=code)
+
+    def fit(checkpointer: Checkpointer) -> dict[str, Any]:
+        p0 = M.initial_pattern(run["init"], int(run["n_patterns"]), seed=derive_seed(seed, "pattern", run["init"]))
+        start = time.perf_counter()
+        out = fit_patterns(data=data, val=val, lights=lights, p0=p0, channels=run["channels"], train=train,
+                           seed=derive_seed(seed, run["run_id"]), checkpointer=checkpointer, desc=run["run_id"],
+                           progress=progress, log_fn=log_fn)
+        return {**out, "seconds": time.perf_counter() - start}
+
+    out, cached = cached_job(
+        train["checkpoint_dir"], run["run_id"], key, fit,
+        to_cache=lambda o: {"patterns": torch.from_numpy(o["patterns"]), "history": o["history"],
+                            "seconds": o["seconds"]},
+        from_cache=lambda c: {"patterns": c["patterns"].numpy(), "history": list(c["history"]),
+                              "seconds": float(c["seconds"])})
+    return {**out, "cached": cached}
 
 
 # ------------------------------------------------------------------------------------- test capture

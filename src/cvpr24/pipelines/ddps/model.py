@@ -256,16 +256,16 @@ def pack_directions(directions: torch.Tensor) -> torch.Tensor:
 
 
 def photometric_stereo(images: torch.Tensor, light: torch.Tensor, directions: torch.Tensor, scale: float = 1.0,
-                       delta: float = 1e-6, albedo: bool = True,
+                       delta: float = 1e-12, albedo: bool = True,
                        packed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Analytic RGB photometric stereo of the official reconstructor (spec Sec. 2.4), differentiable.
 
     images (B, N, P, 3); light (N, rows, cols, 3) radiance in calibration order; directions (P, J, 3) shared
     by the batch or (B, P, J, 3) (or, with `packed=True`, already in the (B or 1, J, P, 3) layout of
     `pack_directions`). Per pixel: effective light vectors m_{n,c} = sum_j L_{n,j,c} l_j, initial
-    per-channel albedo a_c = max_n I_n[c], normal from the regularised normal equations of the 3N equations
-    a_c m_{n,c}^T x = I_n[c], n = x / |x|; then per-channel albedo by 1-D least squares with shading
-    max(l_j.n, 1e-8), divided by the exposure `scale`. Returns normals (B, P, 3) and albedo (B, P, 3) (None
+    per-channel albedo a_c = max_n I_n[c], normal from the normal equations of the 3N equations
+    a_c m_{n,c}^T x = I_n[c] with a ridge of `delta` times the Gram matrix's trace, n = x / |x|; then
+    per-channel albedo by 1-D least squares with shading max(l_j.n, 1e-8), divided by the exposure `scale`. Returns normals (B, P, 3) and albedo (B, P, 3) (None
     with `albedo=False`, which training uses: the loss is on normals only). Pixels whose images are all zero
     (padding, black background) get a zero normal, never NaN.
     """
@@ -278,16 +278,18 @@ def photometric_stereo(images: torch.Tensor, light: torch.Tensor, directions: to
     a = images.amax(dim=1)  # (B, P, 3)
     rows = m.permute(0, 3, 1, 2, 4) * a[:, :, None, :, None]  # (B, P, N, 3c, 3k)
     rows = rows.reshape(b, p, n * 3, 3)
-    rhs = images.permute(0, 2, 1, 3).reshape(b, p, n * 3)
-    # A^T A and A^T b from the three columns of A (elementwise: far faster than P tiny batched matmuls)
-    col = rows.unbind(-1)
+    rhs = images.permute(0, 2, 1, 3).reshape(b, p, n * 3).double()
+    # A^T A and A^T b in float64 from the three columns of A (elementwise: far faster than P tiny batched
+    # matmuls; float32 Gram matrices lose ~1e-7 x cond(A)^2 of the solution)
+    col = rows.double().unbind(-1)
     ata = torch.stack([torch.stack([(col[k] * col[q]).sum(-1) for q in range(3)], -1) for k in range(3)], -2)
     atb = torch.stack([(col[k] * rhs).sum(-1) for k in range(3)], -1)
-    # ridge: absolute delta plus delta relative to the system's scale, solved in float64, so rank-deficient
-    # systems (black pixels, identical patterns such as flat gray) stay finite instead of failing
-    ridge = delta * (1.0 + ata.diagonal(dim1=-2, dim2=-1).sum(-1) / 3)
+    # ridge relative to the Gram matrix's trace (scale-free, so dim and bright pixels are treated alike), plus
+    # 1e-30 so all-zero systems (padding, black pixels) give x = 0 instead of 0/0. With delta = 1e-12 a system
+    # of cond(A) = 1e3 (flat gray) is solved as plain least squares to ~1e-4 deg; rank-deficient ones stay finite
+    ridge = delta * ata.diagonal(dim1=-2, dim2=-1).sum(-1) + 1e-30
     eye = torch.eye(3, dtype=torch.float64)
-    x = solve3(ata.double() + ridge.double()[..., None, None] * eye, atb.double()).to(images.dtype)
+    x = solve3(ata + ridge[..., None, None] * eye, atb).to(images.dtype)
     normal = x / (x.norm(dim=-1, keepdim=True) + 1e-8)
     if not albedo:
         return normal, None

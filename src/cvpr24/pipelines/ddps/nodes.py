@@ -17,7 +17,6 @@ parameters and data, so a killed run resumes and a stale result is never served.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from cvpr24.core.ingest import dispatch, missing_dataset
 from cvpr24.core.provenance import fingerprint_arrays
-from cvpr24.core.reporting import paper_rows
+from cvpr24.core.reporting import TableRows
 from cvpr24.core.seeding import derive_seed, torch_generator
-from cvpr24.core.tracking import flatten, log_history_to_active_run
+from cvpr24.core.tracking import log_history_to_active_run
 from cvpr24.core.validation import DataValidationError, manifest_from_arrays, validate_manifest
 from cvpr24.pipelines.ddps import data as D
 from cvpr24.pipelines.ddps import expectations as E
@@ -48,9 +48,9 @@ def lights_from(data: dict[str, Any]) -> np.ndarray:
     path = (data.get("real") or {}).get("light_positions") if data["source"] == "real" else None
     if path:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"light-position calibration {path} (ddps.data.real.light_positions) is missing; "
-                                    "it is the (rows, cols, 3) npy of superpixel centres in metres (official "
-                                    "calibration/monitor_pixels_h9w16.npy)")
+            raise missing_dataset("light-position calibration (ddps.data.real.light_positions)", path,
+                                  "it is the (rows, cols, 3) npy of superpixel centres in metres (official "
+                                  "calibration/monitor_pixels_h9w16.npy)")
         grid = np.load(path, allow_pickle=False).astype(np.float64)
         if grid.shape != (disp["rows"], disp["cols"], 3):
             raise DataValidationError(f"{path} has shape {grid.shape}, expected ({disp['rows']}, {disp['cols']}, 3)")
@@ -94,7 +94,7 @@ def _embedded(data: dict[str, Any], train: dict[str, Any], seed: int):
 def _real(data: dict[str, Any]):
     real = data.get("real") or {}
     if not real.get("root"):
-        raise FileNotFoundError(f"ddps.data.source is 'real' but ddps.data.real.root is not set; {REAL_FIX}")
+        raise missing_dataset("the DDPS dataset (ddps.data.real.root is not set)", "<unset>", REAL_FIX)
     layout = D.read_layout(real["root"], int(data["display"]["rows"]) * int(data["display"]["cols"]),
                            real.get("max_scenes"))
     factor = int(real.get("resizing_factor", 1))
@@ -130,15 +130,9 @@ def layout_manifest(layout: dict[str, Any], meta: dict[str, dict[str, Any]]) -> 
 def ingest(data: dict[str, Any], train: dict[str, Any], runtime: dict[str, Any]):
     """Materialise the scenes in the official layout (embedded generator or the real dataset) and validate
     their manifest before anything is written."""
-    if data["source"] == "embedded":
-        layout, truth, meta = _embedded({**data, "progress": runtime.get("progress", True)}, train,
-                                        int(runtime["seed"]))
-        fix = "the embedded generator produced bad data: check ddps.data in conf/<env>/parameters/ddps.yml"
-    elif data["source"] == "real":
-        layout, truth, meta = _real(data)
-        fix = REAL_FIX
-    else:
-        raise ValueError(f"ddps.data.source must be 'embedded' or 'real', got {data['source']!r}")
+    (layout, truth, meta), fix = dispatch(
+        data, slug="ddps", real_fix=REAL_FIX, real=lambda: _real(data),
+        embedded=lambda: _embedded({**data, "progress": runtime.get("progress", True)}, train, int(runtime["seed"])))
     manifest = layout_manifest(layout, meta)
     n_lights = int(data["display"]["rows"]) * int(data["display"]["cols"])
     validate_manifest(manifest, E.raw(n_lights), dataset="ddps.raw_layout", fix=fix)
@@ -412,111 +406,105 @@ FAMILY_LABELS = {"OLAT": "OLAT", "grouped_OLAT": "grouped OLAT", "mono_gradient"
 METRICS = ["mean_err", "median_err", "acc10", "acc20", "acc30"]
 
 
-def summarize(per_scene: pd.DataFrame, average: str = "per_scene") -> pd.DataFrame:
-    """Mean over scenes of each per-scene metric (`per_scene`), or pixel-weighted (`per_pixel`)."""
+def summarize(per_scene: pd.DataFrame) -> pd.DataFrame:
+    """Mean over test scenes of each per-scene metric, per pattern set and condition (figures, all_results)."""
     keys = ["pattern", "kind", "family", "n_patterns", "run_id", "channels", "basis", "condition"]
-    if average == "per_pixel":
-        def agg(g):
-            w = g["n_pixels"] / g["n_pixels"].sum()
-            return pd.Series({m: float((g[m] * w).sum()) for m in METRICS} | {"n_scenes": len(g)})
-    else:
-        def agg(g):
-            return pd.Series({m: float(g[m].mean()) for m in METRICS} | {"n_scenes": len(g)})
-    return per_scene.groupby(keys, dropna=False).apply(agg, include_groups=False).reset_index()
+    out = per_scene.groupby(keys, dropna=False)[METRICS].mean().reset_index()
+    return out.merge(per_scene.groupby(keys, dropna=False).size().rename("n_scenes").reset_index(), on=keys)
+
+
+def main_condition(per_scene: pd.DataFrame) -> str:
+    """The test the tables lead with: the rendered capture (embedded) or basis relighting (real data)."""
+    return "full" if (per_scene["condition"] == "full").any() else "relit"
 
 
 def best_heuristic(summary: pd.DataFrame, n: int, condition: str) -> pd.Series | None:
+    """The heuristic family with the lowest mean error at `n` patterns under `condition` (the table's pick)."""
     sub = summary[(summary["kind"] == "heuristic") & (summary["n_patterns"] == n) & (summary["condition"] == condition)]
-    return None if sub.empty else sub.loc[sub["mean_err"].idxmin()]
+    return None if sub.empty or sub["mean_err"].isna().any() else sub.loc[sub["mean_err"].idxmin()]
 
 
-def _get(summary: pd.DataFrame, pattern: str, condition: str) -> pd.Series | None:
-    sub = summary[(summary["pattern"] == pattern) & (summary["condition"] == condition)]
-    return None if sub.empty else sub.iloc[0]
+def scene_values(per_scene: pd.DataFrame, pattern: str | None, condition: str, metric: str = "mean_err",
+                 scenes: list[str] | None = None) -> pd.Series | None:
+    """`metric` per test scene (indexed by scene) of one pattern set under one condition; with `scenes`,
+    reindexed to them (a scene the set was not evaluated on is NaN); None when nothing was evaluated."""
+    sub = per_scene[(per_scene["pattern"] == pattern) & (per_scene["condition"] == condition)] if pattern else None
+    if sub is None or sub.empty:
+        return None if scenes is None else pd.Series(float("nan"), index=scenes)
+    vals = sub.set_index("scene")[metric].astype(float)
+    return vals if scenes is None else vals.reindex(scenes)
+
+
+def init_runs(runs: pd.DataFrame, main_run: str) -> dict[int, str]:
+    """{N: run_id} of the runs that vary only the number of patterns (the main run's init, RGB, realistic)."""
+    rb = runs.set_index("run_id")
+    init = rb.loc[main_run, "init"] if main_run in rb.index else None
+    sel = rb[(rb["init"] == init) & (rb["channels"] == "rgb") & (rb["basis"] == "realistic")]
+    return {int(n): str(rid) for rid, n in sel["n_patterns"].items()}
+
+
+def n4_runs(runs: pd.DataFrame) -> dict[str, str]:
+    """{run_id: init} of the runs that vary only the initialisation (N = 4, RGB, realistic basis)."""
+    sel = runs[(runs["n_patterns"] == 4) & (runs["channels"] == "rgb") & (runs["basis"] == "realistic")]
+    return dict(zip(sel["run_id"].astype(str), sel["init"].astype(str), strict=True))
 
 
 def table_rows(per_scene: pd.DataFrame, runs: pd.DataFrame, train_log: pd.DataFrame, paper: dict[str, Any],
                params: dict[str, Any], train: dict[str, Any], runtime: dict[str, Any],
                manifest: pd.DataFrame) -> pd.DataFrame:
-    """One record per (table, row, metric) in the long table-rows format (see core.tracking)."""
-    summary = summarize(per_scene, params.get("average", "per_scene"))
-    main_cond = "full" if (summary["condition"] == "full").any() else "relit"
+    """Every cell of ours from its per-test-scene values, in core's table-rows format."""
+    summary, cond = summarize(per_scene), main_condition(per_scene)
     n_test = int(per_scene["scene"].nunique())
     data_main = {"full": f"embedded test render ({n_test} held-out procedural objects, polarization-separated)",
-                 "relit": f"basis relighting of {n_test} test scenes"}[main_cond]
+                 "relit": f"basis relighting of {n_test} test scenes"}[cond]
     main_run = params["main_run"]
-    recs = []
+    rb, rows = runs.set_index("run_id"), TableRows()
+    main = f"learned:{main_run}" if main_run in rb.index else None
 
-    def add(table, row, metric, value, data="", note=""):
-        recs.append({"table": table, "row": row, "source": "ours", "metric": metric,
-                     "value": float(value) if value is not None else float("nan"), "data": data, "note": note})
+    def cell(table, row, key, pattern, condition, data, why="not computed in this profile"):
+        vals = scene_values(per_scene, pattern, condition, key if key in METRICS else "mean_err")
+        rows.add(table, row, key, vals, over="scenes", data=data, note="" if vals is not None else why)
 
-    def add_stats(table, row, s, data, cols=METRICS):
-        for m in cols:
-            add(table, row, m, None if s is None else s[m], data, "" if s is not None else "not computed")
+    def best(n, condition, data):  # the best heuristic family's pattern set and its data note
+        bh = best_heuristic(summary, n, condition)
+        return ((None, condition, data) if bh is None else
+                (f"heuristic:{bh['family']}:N{n}", condition, f"{data}; best family: {FAMILY_LABELS[bh['family']]}"))
 
-    runs_by = runs.set_index("run_id")
-    # Table 1: heuristic families and the learned patterns at N = 4
-    for fam in M.HEURISTICS:
-        add_stats("table_1", FAMILY_LABELS[fam], _get(summary, f"heuristic:{fam}:N4", main_cond), data_main)
-    add_stats("table_1", "DDPS (learned)", _get(summary, f"learned:{main_run}", main_cond),
-              data_main + f"; init {runs_by.loc[main_run, 'init']}" if main_run in runs_by.index else data_main)
-    # Table 2: initialisation
-    for rid, run in runs_by.iterrows():
-        if int(run["n_patterns"]) != 4 or run["channels"] != "rgb" or run["basis"] != "realistic":
-            continue
-        label = FAMILY_LABELS[run["init"]]
-        s0 = _get(summary, f"heuristic:{run['init']}:N4", main_cond)
-        s1 = _get(summary, f"learned:{rid}", main_cond)
-        add("table_2", label, "init_err", None if s0 is None else s0["mean_err"], data_main)
-        add("table_2", label, "learned_err", None if s1 is None else s1["mean_err"], data_main)
-    # Table 3: number of patterns
-    for n in params["n_list"]:
-        lr = runs_by[(runs_by["n_patterns"] == n) & (runs_by["init"] == runs_by.loc[main_run, "init"])
-                     & (runs_by["channels"] == "rgb") & (runs_by["basis"] == "realistic")]
-        s1 = _get(summary, f"learned:{lr.index[0]}", main_cond) if len(lr) else None
-        bh = best_heuristic(summary, n, main_cond)
-        add("table_3", str(n), "learned_err", None if s1 is None else s1["mean_err"], data_main,
-            "" if s1 is not None else f"no learning run with {n} patterns in ddps.train.runs")
-        add("table_3", str(n), "best_heuristic_err", None if bh is None else bh["mean_err"],
-            data_main + ("" if bh is None else f"; best family: {FAMILY_LABELS[bh['family']]}"))
-    # Table 4: robustness and ablations
-    def learned(rid, cond):
-        return _get(summary, f"learned:{rid}", cond) if rid in runs_by.index else None
-    mono = runs_by[(runs_by["channels"] == "mono") & (runs_by["n_patterns"] == 4)].index
-    simp = runs_by[(runs_by["basis"] == "simplified") & (runs_by["n_patterns"] == 4)].index
-    abl = [("full model (polarization-separated diffuse input)", main_run, main_cond, main_cond),
-           ("without polarization separation (mixed diffuse + specular input)", main_run, "mixed", "mixed"),
-           ("calibration error (light positions + N(0, 1 cm) in the reconstructor)", main_run, "calib", "calib"),
-           ("trained with the simplified image formation", simp[0] if len(simp) else None, main_cond, main_cond),
-           ("monochrome patterns (one colour channel)", mono[0] if len(mono) else None, main_cond, main_cond),
-           ("basis-relit test (the training image formation)", main_run, "relit", "relit")]
-    for label, rid, cond, hcond in abl:
-        s1 = learned(rid, cond) if rid else None
-        bh = best_heuristic(summary, 4, hcond)
-        why = "not computed in this profile (needs the embedded geometry or a run in ddps.train.runs)"
-        add("table_4", label, "learned_err", None if s1 is None else s1["mean_err"],
-            f"{data_main}; condition {cond}", "" if s1 is not None else why)
-        add("table_4", label, "best_heuristic_err", None if bh is None else bh["mean_err"],
-            f"{data_main}; condition {hcond}" + ("" if bh is None else f"; {FAMILY_LABELS[bh['family']]}"),
-            "" if bh is not None else why)
-    # Table 5: other photometric-stereo approaches
-    for name, reason in (paper["tables"]["table_5"].get("not_reproduced") or {}).items():
-        add("table_5", name, "mean_err", None, "", reason)
-    wood = _get(summary, "reference:woodham_olat144", "full")
-    add("table_5", "Woodham least squares, 144 OLAT images", "mean_err", None if wood is None else wood["mean_err"],
-        data_main + "; each OLAT image at the 4-pattern exposure (36x the capture time)",
-        "" if wood is not None else "needs the embedded geometry to render 144 OLAT captures")
-    s1 = _get(summary, f"learned:{main_run}", main_cond)
-    add("table_5", "DDPS (learned, 4 patterns)", "mean_err", None if s1 is None else s1["mean_err"], data_main)
-    out = pd.DataFrame(recs)
-    out["profile"] = runtime.get("profile", "")
-    out["data_fingerprint"] = manifest["fingerprint"].iloc[0] if "fingerprint" in manifest else ""
-    out["params"] = json.dumps(flatten({"train": {k: v for k, v in train.items() if k != "runs"},
-                                        "evaluate": {k: v for k, v in params.items() if k != "figure_patterns"}}))
-    return out
-
-
-def mlflow_rows(rows: pd.DataFrame, paper: dict[str, Any]) -> pd.DataFrame:
-    """Our table rows plus the paper's numbers (source=paper; here all "not found"), one MLflow run per row."""
-    return pd.concat([rows, paper_rows(paper)], ignore_index=True)
+    for fam in M.HEURISTICS:  # Table 1: heuristic families and the learned patterns at N = 4
+        for m in METRICS:
+            cell("table_1", FAMILY_LABELS[fam], m, f"heuristic:{fam}:N4", cond, data_main)
+    for m in METRICS:
+        cell("table_1", "DDPS (learned)", m, main, cond,
+             data_main + (f"; init {rb.loc[main_run, 'init']}" if main else ""),
+             f"the main run {main_run} (ddps.evaluate.main_run) is not in ddps.train.runs")
+    for rid, init in n4_runs(runs).items():  # Table 2: initialisation
+        cell("table_2", FAMILY_LABELS[init], "init_err", f"heuristic:{init}:N4", cond, data_main)
+        cell("table_2", FAMILY_LABELS[init], "learned_err", f"learned:{rid}", cond, data_main)
+    tri = init_runs(runs, main_run)
+    for n in params["n_list"]:  # Table 3: number of patterns
+        cell("table_3", str(n), "learned_err", f"learned:{tri[n]}" if n in tri else None, cond, data_main,
+             f"no learning run with {n} patterns in ddps.train.runs")
+        cell("table_3", str(n), "best_heuristic_err", *best(n, cond, data_main))
+    mono = rb[(rb["channels"] == "mono") & (rb["n_patterns"] == 4)].index
+    simp = rb[(rb["basis"] == "simplified") & (rb["n_patterns"] == 4)].index
+    abl = [("full model (polarization-separated diffuse input)", main, cond),
+           ("without polarization separation (mixed diffuse + specular input)", main, "mixed"),
+           ("calibration error (light positions + N(0, 1 cm) in the reconstructor)", main, "calib"),
+           ("trained with the simplified image formation", f"learned:{simp[0]}" if len(simp) else None, cond),
+           ("monochrome patterns (one colour channel)", f"learned:{mono[0]}" if len(mono) else None, cond),
+           ("basis-relit test (the training image formation)", main, "relit")]
+    why = "not computed in this profile (needs the embedded geometry or a run in ddps.train.runs)"
+    for label, pattern, c in abl:  # Table 4: robustness and ablations
+        data = f"{data_main}; condition {c}"
+        cell("table_4", label, "learned_err", pattern, c, data, why)
+        cell("table_4", label, "best_heuristic_err", *best(4, c, data), why)
+    for name, reason in (paper["tables"]["table_5"].get("not_reproduced") or {}).items():  # Table 5
+        rows.add("table_5", name, "mean_err", None, note=reason)
+    cell("table_5", "Woodham least squares, 144 OLAT images", "mean_err", "reference:woodham_olat144", "full",
+         data_main + "; each OLAT image at the 4-pattern exposure (36x the capture time)",
+         "needs the embedded geometry to render 144 OLAT captures")
+    cell("table_5", "DDPS (learned, 4 patterns)", "mean_err", main, cond, data_main)
+    return rows.frame(profile=runtime.get("profile", ""),
+                      data_fingerprint=str(manifest["fingerprint"].iloc[0]) if "fingerprint" in manifest else "",
+                      params={"train": {k: v for k, v in train.items() if k != "runs"},
+                              "evaluate": {k: v for k, v in params.items() if k != "figure_patterns"}})

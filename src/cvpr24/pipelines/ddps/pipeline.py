@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from cvpr24.core.reporting import mlflow_rows
 from cvpr24.pipelines.ddps import nodes as n
 from cvpr24.pipelines.ddps.report import render
 
@@ -27,7 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  ["ddps.per_scene", "ddps.runs", "ddps.train_log", "ddps.paper", "params:ddps.evaluate",
                   "params:ddps.train", "params:runtime", "ddps.raw_manifest"],
                  "ddps.table_rows", name="ddps_table_rows", tags=["evaluate"]),
-            node(n.mlflow_rows, ["ddps.table_rows", "ddps.paper"], "ddps.mlflow_runs",
+            node(mlflow_rows, ["ddps.table_rows", "ddps.paper"], "ddps.mlflow_runs",
                  name="ddps_log_runs", tags=["evaluate"]),
             node(render,
                  ["ddps.per_scene", "ddps.table_rows", "ddps.patterns", "ddps.runs", "ddps.normal_maps",

@@ -1,5 +1,12 @@
 """vid-TLDR: Training Free Token merging for Light-weight Video Transformer (CVPR 2024)."""
 
-from cvpr24.pipelines.vidtldr.pipeline import create_pipeline
+
+def create_pipeline(**kwargs):
+    """Kedro's entry point; imported lazily so that importing a vid-TLDR module does not import every phase
+    (each DVC stage depends only on the modules its nodes import: cvpr24.core.dvcdeps)."""
+    from cvpr24.pipelines.vidtldr.pipeline import create_pipeline as create
+
+    return create(**kwargs)
+
 
 __all__ = ["create_pipeline"]

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from cvpr24.core.ingest import MissingDatasetError, missing_dataset
+
 SHAPES = ("disc", "square", "triangle", "cross", "ring")
 MOTIONS = ("linear", "orbit")
 CLASSES = [f"{s}-{m}" for s in SHAPES for m in MOTIONS]  # label = 2 * shape + motion
@@ -173,10 +175,9 @@ def make_split(n: int, seed_of, cfg: dict[str, Any], clutter: bool):
 
 
 # ---------------------------------------------------------------------------------------- real data
-def _missing(what: str, path: Path, source: str, layout: str) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"{what}: {path} does not exist. Get the dataset from {source} and put it there ({layout}); "
-        "see pipelines/vidtldr/README.md (Real data). Nothing is downloaded at run time.")
+def _missing(what: str, path: Path, source: str, layout: str) -> MissingDatasetError:
+    return missing_dataset(what, path, f"get the dataset from {source} and put it there ({layout}); see "
+                           "pipelines/vidtldr/README.md (Real data). Nothing is downloaded at run time.")
 
 
 def _decode_frames(path: Path) -> np.ndarray:
@@ -208,8 +209,8 @@ def _decode_frames(path: Path) -> np.ndarray:
                 return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
         except Exception as exc:
             raise ValueError(f"{path} cannot be decoded ({exc}); re-download it or extract its frames") from exc
-    raise FileNotFoundError(f"video {path} (or its frame folder {folder}/) does not exist; check the list file "
-                            "and the video folder")
+    raise missing_dataset(f"video {path.name} (or its frame folder {folder.name}/)", path.parent,
+                          "check the list file and the video folder; see pipelines/vidtldr/README.md (Real data)")
 
 
 def sample_clip(frames: np.ndarray, num_frames: int, size: int) -> np.ndarray:
@@ -285,8 +286,8 @@ def read_ssv2(root: str | Path, split: str, num_frames: int, size: int, max_vide
 
 def _read_rows(video_dir: Path, rows, num_frames: int, size: int, prefix: str):
     if not video_dir.is_dir():
-        raise FileNotFoundError(f"video folder {video_dir} does not exist; put the videos (or their decoded-"
-                                "frame folders) there; see pipelines/vidtldr/README.md")
+        raise missing_dataset("video folder", video_dir, "put the videos (or their decoded-frame folders) there; "
+                              "see pipelines/vidtldr/README.md (Real data)")
     if not rows:
         raise ValueError(f"the list for {video_dir.parent} is empty (no videos in this split)")
     clips, labels, records = [], [], []

@@ -1,7 +1,8 @@
 """A small UMT/VideoMAE-style video ViT with a token-reduction hook between attention and MLP.
 
 Architecture (spec 2.1 / 8.2): tubelet embedding (Conv3d), a fixed 1-D sin-cos position table, no class
-token, pre-norm blocks, mean pool of the final tokens -> LayerNorm -> linear head. Module names follow
+token, pre-norm blocks, mean pool of the final tokens weighted by their merge sizes (:func:`pool_tokens`) ->
+LayerNorm -> linear head. Module names follow
 VideoMAE (``patch_embed.proj``, ``blocks.i.norm1 / attn.qkv / attn.proj / norm2 / mlp.fc1 / mlp.fc2``,
 ``fc_norm``, ``head``) so a VideoMAE-style checkpoint maps onto it (:func:`load_pretrained`).
 
@@ -26,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cvpr24.core.ingest import missing_dataset
+from cvpr24.core.safety import load_weights
 from cvpr24.pipelines.vidtldr import merging as G
 
 METHODS = ("none", "vidtldr", "tome", "random", "evit")
@@ -44,6 +47,12 @@ class ModelConfig:
     num_classes: int = 10
     stem: int = 0  # > 0: a conv stem (3x3 conv, stride 2 in space, this many channels, GELU) before the
     #               tubelet projection, which then sees the stem's map with a (tubelet, patch/2, patch/2) kernel
+    pool: str = "size"  # final pooling over the tokens left: "size" = each token weighted by how many patches it
+    #                     stands for (its merge size; = the plain mean of the unmerged model), "mean" = unweighted
+
+    def __post_init__(self) -> None:
+        if self.pool not in ("size", "mean"):
+            raise ValueError(f"vidtldr.model.pool must be 'size' or 'mean', got {self.pool!r}")
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -216,7 +225,18 @@ class VideoViT(nn.Module):
             x = x + blk.mlp(blk.norm2(x))
         if trace is not None:
             trace.source, trace.size = source, size
-        return self.head(self.fc_norm(x.mean(dim=1)))
+        return self.head(self.fc_norm(pool_tokens(x, size if self.cfg.pool == "size" else None)))
+
+
+def pool_tokens(x: torch.Tensor, size: torch.Tensor | None) -> torch.Tensor:
+    """Mean of the final tokens (B, N, C) -> (B, C), each weighted by its size (B, N, 1) when given: a token
+    that stands for k merged patches counts k times, so the pooled vector is the mean over the input patches
+    (for the unmerged model, or after drops only, it is the plain mean). Elementwise, so FLOP counters see
+    nothing, as with `mean`."""
+    if size is None:
+        return x.mean(dim=1)
+    w = size.to(x.dtype)
+    return (x * w).sum(dim=1) / w.sum(dim=1)
 
 
 def _init(m: nn.Module) -> None:
@@ -294,7 +314,7 @@ def state_hash(model: nn.Module) -> str:
 
 
 def load_pretrained(model: VideoViT, path: str) -> list[str]:
-    """Load a user's local checkpoint with ``torch.load(weights_only=True)``.
+    """Load a user's local checkpoint with ``core.safety.load_weights`` (``torch.load(weights_only=True)``).
 
     Accepts a raw state dict or one under ``model`` / ``module`` / ``state_dict``; VideoMAE's separate
     ``q_bias`` / ``v_bias`` are folded into ``qkv.bias`` (k has no bias there); a stored ``pos_embed`` is
@@ -305,10 +325,10 @@ def load_pretrained(model: VideoViT, path: str) -> list[str]:
 
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(
-            f"pretrained checkpoint {p} does not exist: put your (VideoMAE-style) video ViT weights there or set "
-            "vidtldr.train.pretrained to its path in conf/local/parameters/vidtldr.yml (nothing is downloaded)")
-    state = torch.load(p, map_location="cpu", weights_only=True)
+        raise missing_dataset("pretrained checkpoint", p, "put your (VideoMAE-style) video ViT weights there or set "
+                              "vidtldr.train.pretrained to its path in conf/local/parameters/vidtldr.yml (nothing is "
+                              "downloaded)")
+    state = load_weights(p)
     for key in ("model", "module", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

@@ -4,12 +4,14 @@ ingest      -> salient-sprites clips (or Kinetics-400 / SSv2 read from disk) + a
 preprocess  -> normalisation statistics, per-token foreground labels, the plan of reduction settings
 train       -> the one small video ViT, trained once without merging (checkpointed, resumable), or a
                user's pretrained checkpoint
-evaluate    -> every setting training-free on the same weights: accuracy, analytic + counted GFLOPs,
-               tokens per layer, CPU throughput; the saliency scored against the object masks
+evaluate    -> every setting training-free on the same weights: accuracy (per clip), analytic + counted
+               GFLOPs, tokens per layer, CPU throughput (per timing run); the saliency scored against the
+               object masks; `table_rows`: every cell of ours from its per-clip (per-run) values
 report      -> see report.py
 
-The train phase's checkpoint folder (`train.checkpoint_dir`) is the one deliberate side effect: it is keyed
-by the data, the model and the training parameters, so it never serves a stale model.
+The train phase's checkpoint folder (`train.checkpoint_dir`) is the one deliberate side effect: a
+`core.training.cached_job` keyed by the data, the model, the training parameters and the model code, so it
+never serves a stale model.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cvpr24.core.provenance import fingerprint_arrays, fingerprint_json
-from cvpr24.core.reporting import paper_rows
+from cvpr24.core.ingest import dispatch
+from cvpr24.core.provenance import fingerprint_arrays, fingerprint_files
+from cvpr24.core.reporting import TableRows
 from cvpr24.core.seeding import derive_seed, torch_generator
-from cvpr24.core.tracking import flatten, log_history_to_active_run
-from cvpr24.core.training import Checkpointer, TrainState, mlflow_step_logger, train_loop
+from cvpr24.core.tracking import log_history_to_active_run
+from cvpr24.core.training import TrainState, cached_job, job_key, mlflow_step_logger, train_loop
 from cvpr24.core.validation import validate_manifest
 from cvpr24.pipelines.vidtldr import data as D
 from cvpr24.pipelines.vidtldr import expectations as E
@@ -50,7 +53,6 @@ from cvpr24.pipelines.vidtldr.model import (
 log = logging.getLogger(__name__)
 
 REAL_FIX = "see pipelines/vidtldr/README.md (Real data) for where to get each dataset and where to put it"
-EMBEDDED_FIX = "the embedded generator produced bad data: check vidtldr.data in conf/<env>/parameters/vidtldr.yml"
 
 
 # ------------------------------------------------------------------------------------------- ingest
@@ -88,9 +90,7 @@ def _embedded(data: dict[str, Any], seed: int):
 
 
 def _real(data: dict[str, Any]):
-    real = data.get("real") or {}
-    if not real:
-        raise FileNotFoundError(f"vidtldr.data.source is 'real' but vidtldr.data.real names no dataset; {REAL_FIX}")
+    real = data["real"]  # core.ingest.dispatch raises MissingDatasetError when none is configured
     readers = {"kinetics400": D.read_kinetics, "ssv2": D.read_ssv2}
     name = str(real.get("dataset"))
     if name not in readers:
@@ -106,14 +106,10 @@ def _real(data: dict[str, Any]):
 
 def ingest(data: dict[str, Any], model: dict[str, Any], runtime: dict[str, Any]):
     """Materialise the clips (embedded generator or a real dataset) and validate their manifest."""
-    if data["source"] == "embedded":
-        arrays, manifest = _embedded(data, int(runtime["seed"]))
-        fix, required = EMBEDDED_FIX, ["train", "test"]
-    elif data["source"] == "real":
-        arrays, manifest = _real(data)
-        fix, required = REAL_FIX, ["train", "test"] if "train" in data["real"]["splits"] else ["test"]
-    else:
-        raise ValueError(f"vidtldr.data.source must be 'embedded' or 'real', got {data['source']!r}")
+    (arrays, manifest), fix = dispatch(data, slug="vidtldr", embedded=lambda: _embedded(data, int(runtime["seed"])),
+                                       real=lambda: _real(data), real_fix=REAL_FIX)
+    real_splits = (data.get("real") or {}).get("splits") or {}
+    required = ["train", "test"] if data["source"] == "embedded" or "train" in real_splits else ["test"]
     for split in required:
         if f"{split}_x" not in arrays:
             raise ValueError(f"vidtldr: no {split!r} split configured (vidtldr.data); {fix}")
@@ -207,6 +203,14 @@ def preprocess(arrays: dict[str, np.ndarray], manifest: pd.DataFrame, prep: dict
 
 
 # -------------------------------------------------------------------------------------------- train
+def code_fingerprint() -> str:
+    """The code a trained model depends on (the model and the training loop), for the job-cache key."""
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    return fingerprint_files([here / "model.py", here.parent.parent / "core" / "training.py"])
+
+
 def _batches(n: int, bs: int):
     for i in range(0, n, bs):
         yield slice(i, min(n, i + bs))
@@ -251,27 +255,26 @@ def train(model_input: dict[str, np.ndarray], model: dict[str, Any], params: dic
             opt.step()
             return {"loss": float(loss.detach())}
 
-        key = fingerprint_json({"data": fingerprint_arrays({"x": model_input["train_x"][:64],
-                                                            "y": model_input["train_y"]}),
-                                "n": n, "model": model, "train": {k: v for k, v in params.items() if k not in
-                                                                  ("checkpoint_dir", "checkpoint_every", "threads")},
-                                "seed": seed})
-        ckpt = Checkpointer(f"{params['checkpoint_dir']}/{key}", keep=2)
-        final = ckpt.load_final()
-        if final is not None:
-            net.load_state_dict(final["model"])
-            history = list(final["history"])
-            log.info("vidtldr: read the trained model back from %s", ckpt.final_path)
-        else:
+        def fit(ckpt) -> dict[str, Any]:
             net.train()
-            history = train_loop(model=net, optimizer=opt, scheduler=sched, step_fn=step_fn, n_steps=steps,
-                                 state=TrainState(generators={"batches": gen}), checkpointer=ckpt,
-                                 every=int(params["checkpoint_every"]), log_every=int(params.get("log_every", 10)),
-                                 log_fn=mlflow_step_logger("vidtldr/train"), desc="vidtldr train",
-                                 progress=bool(runtime.get("progress", True)))
-            ckpt.save_final({"model": net.state_dict(), "history": history})
+            hist = train_loop(model=net, optimizer=opt, scheduler=sched, step_fn=step_fn, n_steps=steps,
+                              state=TrainState(generators={"batches": gen}), checkpointer=ckpt,
+                              every=int(params["checkpoint_every"]), log_every=int(params.get("log_every", 10)),
+                              log_fn=mlflow_step_logger("vidtldr/train"), desc="vidtldr train",
+                              progress=bool(runtime.get("progress", True)))
             if mlflow_step_logger("x") is None:
-                log_history_to_active_run([{"job_id": "vidtldr", **h} for h in history])
+                log_history_to_active_run([{"job_id": "vidtldr", **h} for h in hist])
+            return {"model": net.state_dict(), "history": hist}
+
+        key = job_key(job={"n": n, "model": model, "train": {k: v for k, v in params.items() if k not in
+                                                               ("checkpoint_dir", "checkpoint_every", "threads")}},
+                      seed=seed, code=code_fingerprint(),
+                      data=fingerprint_arrays({"x": model_input["train_x"][:64], "y": model_input["train_y"]}))
+        out, cached = cached_job(params["checkpoint_dir"], "video_vit", key, fit)
+        net.load_state_dict(out["model"])
+        history = list(out["history"])
+        if cached:
+            log.info("vidtldr: read the trained model back from %s/video_vit-%s", params["checkpoint_dir"], key)
         source = "trained here (embedded)" if "train_fg" in model_input else "trained here (real data)"
     net.eval()
     val = {}
@@ -326,20 +329,21 @@ def saliency_stats(net, x, fg, mean, std, threshold: float, bs: int) -> tuple[di
     score = np.concatenate(scores)
     pos = fg >= threshold
     auc = per_clip_auroc(score, pos)
+    defined = np.isfinite(auc)  # clips with both object and background tokens
     zeroed = score < score.mean(axis=1, keepdims=True)  # the tokens vid-TLDR's background drop zeroes
     fg_all = float(pos.mean())
     fg_zeroed = float(pos[zeroed].mean()) if zeroed.any() else float("nan")
     top = np.argsort(-score, axis=1)[:, : max(1, int(round(pos.sum(axis=1).mean())))]
     precision = float(np.take_along_axis(pos, top, axis=1).mean())
-    return {"auroc": float(np.nanmean(auc)), "auroc_clips": int(np.isfinite(auc).sum()),
+    return {"auroc": float(auc[defined].mean()) if defined.any() else float("nan"), "auroc_clips": int(defined.sum()),
             "fg_fraction": fg_all, "fg_fraction_zeroed": fg_zeroed,
             "zeroed_fg_ratio": fg_zeroed / fg_all if fg_all > 0 else float("nan"),
             "zeroed_fraction": float(zeroed.mean()), "topk_precision": precision}, score
 
 
-def throughput(net, x: np.ndarray, settings: pd.DataFrame, mean, std, tm: dict[str, Any]) -> dict[str, float]:
-    """Clips per second for each timed setting: `warmup` + `iters` rounds over all settings interleaved
-    (so a load change on the machine hits every setting alike), median per setting."""
+def throughput(net, x: np.ndarray, settings: pd.DataFrame, mean, std, tm: dict[str, Any]) -> dict[str, list[float]]:
+    """Clips per second of each timed setting in each of `iters` rounds (after `warmup` rounds); every round
+    runs all settings interleaved, so a load change on the machine hits every setting alike."""
     batch = normalise(torch.from_numpy(x[: int(tm["batch"])]), mean, std)
     reds = {r["setting_id"]: reduction_of(r) for r in settings.to_dict("records") if r["timed"]}
     times: dict[str, list[float]] = {k: [] for k in reds}
@@ -350,12 +354,13 @@ def throughput(net, x: np.ndarray, settings: pd.DataFrame, mean, std, tm: dict[s
                 net(batch, red)
                 if it >= int(tm["warmup"]):
                     times[sid].append(time.perf_counter() - t0)
-    return {sid: batch.shape[0] / float(np.median(t)) for sid, t in times.items()}
+    return {sid: [batch.shape[0] / t for t in ts] for sid, ts in times.items()}
 
 
 def evaluate(model_input: dict[str, np.ndarray], weights: dict[str, np.ndarray], settings: pd.DataFrame,
              model: dict[str, Any], ev: dict[str, Any], prep: dict[str, Any], runtime: dict[str, Any]):
-    """Every reduction setting on the same weights, training-free. Returns (sweep, saliency, example)."""
+    """Every reduction setting on the same weights, training-free. Returns (sweep, saliency, example, per_clip):
+    per_clip holds whether each test (clutter) clip is classified right under each setting."""
     torch.set_num_threads(min(int(runtime.get("threads", 2)), int(ev.get("threads", 2))))
     cfg = ModelConfig(**model)
     net = build_model(model, weights)
@@ -363,21 +368,26 @@ def evaluate(model_input: dict[str, np.ndarray], weights: dict[str, np.ndarray],
     before = state_hash(net)
     splits = [s for s in ("test", "clutter") if f"{s}_x" in model_input]
     one = normalise(torch.from_numpy(model_input["test_x"][:1]), mean, std)
-    rows = []
+    rows, per_clip = [], []
     for rec in tqdm(settings.to_dict("records"), desc="vidtldr settings", leave=False):
         red = reduction_of(rec)
         row = {**rec, "gflops": analytic_macs(cfg, red) / 1e9, "gflops_counted": counted_macs(net, one, red) / 1e9,
                "tokens_per_layer": json.dumps([n for n, _ in tokens_per_layer(cfg, red)])}
         for split in splits:
-            row[f"acc_{split}"] = accuracy(net, model_input[f"{split}_x"], model_input[f"{split}_y"], red,
-                                           mean, std, bs)
+            y = model_input[f"{split}_y"]
+            correct = predict(net, model_input[f"{split}_x"], red, mean, std, bs) == y
+            row[f"acc_{split}"] = float(100.0 * correct.mean())
+            per_clip.append(pd.DataFrame({"setting_id": rec["setting_id"], "split": split, "clip": np.arange(len(y)),
+                                          "label": y, "correct": correct}))
         rows.append(row)
     sweep = pd.DataFrame(rows)
     base = sweep[sweep["setting_id"] == "base"].iloc[0]
     sweep["gflops_rel"] = 100.0 * sweep["gflops"] / base["gflops"]
     tput = throughput(net, model_input["test_x"], settings, mean, std, ev["timing"])
-    sweep["throughput_clips_per_seconds"] = sweep["setting_id"].map(tput)
-    sweep["walltime_speedup"] = sweep["throughput_clips_per_seconds"] / tput["base"]
+    sweep["throughput_runs"] = sweep["setting_id"].map(lambda sid: json.dumps(tput.get(sid, [])))
+    sweep["throughput_clips_per_seconds"] = sweep["setting_id"].map(
+        lambda sid: float(np.median(tput[sid])) if sid in tput else float("nan"))
+    sweep["walltime_speedup"] = sweep["throughput_clips_per_seconds"] / float(np.median(tput["base"]))
     after = state_hash(net)
     sweep["weights_hash_before"], sweep["weights_hash_after"] = before, after
     # saliency against the object masks, and one example clip for the figure
@@ -388,7 +398,7 @@ def evaluate(model_input: dict[str, np.ndarray], weights: dict[str, np.ndarray],
                                   float(prep["foreground_threshold"]), bs)
         example = _example(net, model_input, ev, mean, std)
     stats["weights_unchanged"] = bool(before == after)
-    return sweep, pd.DataFrame([stats]), example
+    return sweep, pd.DataFrame([stats]), example, pd.concat(per_clip, ignore_index=True)
 
 
 @torch.no_grad()
@@ -425,66 +435,76 @@ def main_points(sweep: pd.DataFrame, ev: dict[str, Any]) -> dict[str, pd.Series]
     return {"no merging (base)": sweep[sweep["setting_id"] == "base"].iloc[0], "vid-TLDR": v, "ToMe": t}
 
 
-TABLE3_METRICS = {"gflops": "gflops", "gflops_counted": "gflops_counted", "gflops_rel": "gflops_rel",
-                  "top1": "acc_test", "top1_clutter": "acc_clutter",
-                  "throughput_clips_per_seconds": "throughput_clips_per_seconds",
-                  "walltime_speedup": "walltime_speedup"}
 TABLE4_PAPER_ROWS = {"vid-TLDR (full)": "full", "without saliency weighting": "no_saliency",
                      "without background drop and sharpening": "no_background_drop",
                      "ToMe with vid-TLDR's schedule (control)": "tome_schedule"}
 
 
-def table_rows(sweep: pd.DataFrame, saliency: pd.DataFrame, train_log: pd.DataFrame, manifest: pd.DataFrame,
+def _speedups(s: pd.Series, base: pd.Series) -> list[float]:
+    """Per timing round: this setting's clips/s over the unmerged model's in the same round."""
+    runs, ref = json.loads(s.get("throughput_runs") or "[]"), json.loads(base.get("throughput_runs") or "[]")
+    return [a / b for a, b in zip(runs, ref, strict=True)] if runs and len(runs) == len(ref) else []
+
+
+def table_rows(sweep: pd.DataFrame, per_clip: pd.DataFrame, saliency: pd.DataFrame, manifest: pd.DataFrame,
                paper: dict[str, Any], ev: dict[str, Any], model: dict[str, Any], train_params: dict[str, Any],
                runtime: dict[str, Any]) -> pd.DataFrame:
-    """One record per (table, row, metric) in the long table-rows format (see core.tracking)."""
-    recs: list[dict[str, Any]] = []
+    """Every cell of ours from its per-clip (accuracy) or per-timing-run (throughput) values; GFLOPs are
+    counted, one number each. Core's table-rows format (cvpr24.core.reporting.TableRows)."""
+    rows = TableRows()
     base = sweep[sweep["setting_id"] == "base"].iloc[0]
-    data = (f"salient-sprites test ({manifest[manifest['split'] == 'test'].shape[0]} clips), "
-            f"tiny video ViT, {model['width']} wide x {model['depth']} blocks")
+    by_setting = {k: g.set_index("clip") for k, g in per_clip.groupby(["setting_id", "split"])}
+    net = f"tiny video ViT, {model['width']} wide x {model['depth']} blocks"
+    timing = f"CPU, batch {ev['timing']['batch']}, one value per interleaved timing round"
+
+    def correct(sid: str, split: str) -> pd.Series | None:
+        hit = by_setting.get((sid, split))
+        return None if hit is None else 100.0 * hit["correct"].astype(float)
 
     def add(table: str, row: str, s: pd.Series) -> None:
-        for key, col in TABLE3_METRICS.items():
-            if col in s and pd.notna(s[col]):
-                recs.append({"table": table, "row": row, "source": "ours", "metric": key, "value": float(s[col]),
-                             "data": data, "note": ""})
-            elif key == "top1_clutter":
-                recs.append({"table": table, "row": row, "source": "ours", "metric": key, "value": float("nan"),
-                             "data": "", "note": "no clutter split in this profile (embedded data only)"})
-        recs.append({"table": table, "row": row, "source": "ours", "metric": "top1_drop",
-                     "value": float(base["acc_test"] - s["acc_test"]), "data": data, "note": ""})
+        keys = {c["key"] for c in paper["tables"][table]["columns"]}
+        for key in [k for k in ("gflops", "gflops_counted", "gflops_rel") if k in keys]:
+            rows.add(table, row, key, float(s[key]), over="", data="per clip" if key != "gflops_rel" else "")
+        for key, split in (("top1", "test"), ("top1_clutter", "clutter")):
+            vals = correct(s["setting_id"], split)
+            n = 0 if vals is None else len(vals)
+            rows.add(table, row, key, vals, over="clips", data=f"salient-sprites {split} ({n} clips), {net}",
+                     note="" if vals is not None else f"no {split} split in this profile (embedded data only)")
+        drop = None if correct("base", "test") is None else correct("base", "test") - correct(s["setting_id"], "test")
+        rows.add(table, row, "top1_drop", drop, over="clips", data="per clip: base − this setting, test split")
+        if "throughput_clips_per_seconds" in keys:
+            runs = json.loads(s.get("throughput_runs") or "[]")
+            why = "not timed (only the base, vid-TLDR and ToMe sweeps are)"
+            rows.add(table, row, "throughput_clips_per_seconds", runs or None, over="timing runs", data=timing,
+                     note="" if runs else why)
+            sp = _speedups(s, base)
+            rows.add(table, row, "walltime_speedup", sp or None, over="timing runs", data=timing,
+                     note="" if sp else why)
 
-    for table in ("table_1", "table_2"):  # retrieval: not run here; each cell says why
-        spec = paper["tables"][table]
+    for tid in [t for t, spec in paper["tables"].items() if t not in ("table_3", "table_4")]:
+        spec = paper["tables"][tid]  # retrieval: not run here; each cell says why
         for prow in spec["rows"]:
             for col in spec["columns"]:
-                recs.append({"table": table, "row": str(prow[spec["index"][-1]]), "source": "ours",
-                             "metric": col["key"], "value": float("nan"), "data": "", "note": col["ours_reason"]})
+                rows.add(tid, str(prow[spec["index"][-1]]), col["key"], None, note=col["ours_reason"])
     for name, s in main_points(sweep, ev).items():
         add("table_3", name, s)
-    for s in sweep[sweep["family"].isin(["base", "vidtldr", "tome"])].itertuples():
-        add("table_3", s.row, sweep.loc[s.Index])
+    for idx in sweep.index[sweep["family"].isin(["base", "vidtldr", "tome"])]:
+        add("table_3", sweep.loc[idx, "row"], sweep.loc[idx])
     main = schedule_name(ev["main_schedule"])
     for name, variant in TABLE4_PAPER_ROWS.items():
         sid = f"vidtldr_{main}" if variant == "full" else f"{variant}_{main}"
         hit = sweep[sweep["setting_id"] == sid]
         if hit.empty:
-            recs.append({"table": "table_4", "row": name, "source": "ours", "metric": "top1", "value": float("nan"),
-                         "data": "", "note": f"the ablation {variant} at {main} is not run in this profile"})
+            for col in paper["tables"]["table_4"]["columns"]:
+                rows.add("table_4", name, col["key"], None,
+                         note=f"the ablation {variant} at {main} is not run in this profile (vidtldr.evaluate)")
         else:
             add("table_4", name, hit.iloc[0])
     abl_sched = [schedule_name(ev["vidtldr_schedules"][int(i)]) for i in ev["ablation_schedules"]]
-    for s in sweep.itertuples():
-        if s.family in ("ablation", "control") or (s.family == "vidtldr" and schedule_name(json.loads(s.schedule))
-                                                   in abl_sched):
-            add("table_4", s.row, sweep.loc[s.Index])
-    out = pd.DataFrame(recs)
-    out["profile"] = runtime.get("profile", "")
-    out["data_fingerprint"] = manifest["fingerprint"].iloc[0] if "fingerprint" in manifest else ""
-    out["params"] = json.dumps(flatten({"model": model, "train": train_params, "evaluate": ev}))
-    return out
-
-
-def mlflow_rows(rows: pd.DataFrame, paper: dict[str, Any]) -> pd.DataFrame:
-    """Our table rows plus the paper's numbers (source=paper), for one MLflow run per row."""
-    return pd.concat([rows, paper_rows(paper)], ignore_index=True)
+    for _, s in sweep.iterrows():
+        if s["family"] in ("ablation", "control") or (s["family"] == "vidtldr" and
+                                                       schedule_name(json.loads(s["schedule"])) in abl_sched):
+            add("table_4", s["row"], s)
+    return rows.frame(profile=runtime.get("profile", ""),
+                      data_fingerprint=str(manifest["fingerprint"].iloc[0]) if "fingerprint" in manifest else "",
+                      params={"model": model, "train": train_params, "evaluate": ev})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from cvpr24.core.reporting import mlflow_rows
 from cvpr24.pipelines.vidtldr import nodes as n
 from cvpr24.pipelines.vidtldr.report import render
 
@@ -23,13 +24,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(n.evaluate,
                  ["vidtldr.model_input", "vidtldr.weights", "vidtldr.settings", "params:vidtldr.model",
                   "params:vidtldr.evaluate", "params:vidtldr.preprocess", "params:runtime"],
-                 ["vidtldr.sweep", "vidtldr.saliency", "vidtldr.example"], name="vidtldr_evaluate",
-                 tags=["evaluate"]),
+                 ["vidtldr.sweep", "vidtldr.saliency", "vidtldr.example", "vidtldr.per_clip"],
+                 name="vidtldr_evaluate", tags=["evaluate"]),
             node(n.table_rows,
-                 ["vidtldr.sweep", "vidtldr.saliency", "vidtldr.train_log", "vidtldr.raw_manifest", "vidtldr.paper",
+                 ["vidtldr.sweep", "vidtldr.per_clip", "vidtldr.saliency", "vidtldr.raw_manifest", "vidtldr.paper",
                   "params:vidtldr.evaluate", "params:vidtldr.model", "params:vidtldr.train", "params:runtime"],
                  "vidtldr.table_rows", name="vidtldr_table_rows", tags=["evaluate"]),
-            node(n.mlflow_rows, ["vidtldr.table_rows", "vidtldr.paper"], "vidtldr.mlflow_runs",
+            node(mlflow_rows, ["vidtldr.table_rows", "vidtldr.paper"], "vidtldr.mlflow_runs",
                  name="vidtldr_log_runs", tags=["evaluate"]),
             node(render,
                  ["vidtldr.sweep", "vidtldr.saliency", "vidtldr.example", "vidtldr.table_rows", "vidtldr.train_log",
