@@ -1,32 +1,32 @@
 """BUS end to end in the ci profile: every phase runs, the paper's tables and the claims are written, MLflow
 holds one run per table row beside the paper's numbers, phases re-run alone, the job cache serves a re-run,
-and bad input stops the run before anything downstream is written."""
+and bad input stops the run before anything downstream is written.
+
+The ci run is the session's `ci_run("bus")` (one real `kedro run` subprocess); phase re-runs and the
+bad-input run go through KedroSession in this process."""
 
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import kedro, make_project
-
-pytestmark = pytest.mark.slow
+from tests.conftest import kedro_session_fails, kedro_session_run, make_project
 
 
 @pytest.fixture(scope="module")
-def bus_ci_project(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("bus_ci"))
-    start = time.perf_counter()
-    proc = kedro(project, "run", "--pipeline=bus", "--env=ci")
-    (project / "ci_run_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
-    (project / "ci_run.log").write_text(proc.stdout + proc.stderr)
-    return project
+def bus(ci_run):
+    return ci_run("bus")
 
 
-def test_ci_run_writes_tables_claims_figures(bus_ci_project):
+@pytest.fixture(scope="module")
+def bus_ci_project(bus):
+    return bus.project
+
+
+def test_ci_run_writes_tables_claims_figures(bus, bus_ci_project):
     rep = bus_ci_project / "reports" / "ci" / "bus"
     for t in ("table_supp_baselines", "table_readme", "table_main", "table_ablation"):
         assert (rep / f"{t}.md").is_file() and (rep / f"{t}.csv").is_file()
@@ -49,7 +49,7 @@ def test_ci_run_writes_tables_claims_figures(bus_ci_project):
         assert (rep / "figures" / f"{fig}.png").stat().st_size > 1000
     runs = pd.read_csv(rep / "runs.csv")
     assert runs.groupby("variant")["seed"].nunique().min() >= 2  # every row over two seeds
-    seconds = float((bus_ci_project / "ci_run_seconds.txt").read_text())
+    seconds = bus.seconds
     # budget 60 s alone on 2 cores; the slack is for a machine shared with other jobs
     assert seconds < 300, f"ci run took {seconds:.0f} s"
 
@@ -77,14 +77,15 @@ def test_report_reruns_alone_and_train_reads_the_cache(bus_ci_project):
     weights = bus_ci_project / "data" / "ci" / "bus" / "06_models" / "weights.npz"
     rep = bus_ci_project / "reports" / "ci" / "bus" / "table_main.md"
     t_w, t_r = weights.stat().st_mtime_ns, rep.stat().st_mtime_ns
-    kedro(bus_ci_project, "run", "--pipeline=bus", "--tags=report", "--env=ci")
+    kedro_session_run(bus_ci_project, "bus", tags=["report"])
     assert weights.stat().st_mtime_ns == t_w and rep.stat().st_mtime_ns > t_r
-    kedro(bus_ci_project, "run", "--pipeline=bus", "--tags=train", "--env=ci")
+    kedro_session_run(bus_ci_project, "bus", tags=["train"])
     log = pd.read_parquet(bus_ci_project / "data" / "ci" / "bus" / "07_model_output" / "job_log.parquet")
     assert log["cached"].all()
 
 
-def test_same_seed_same_metrics(bus_ci_project):
+@pytest.mark.unit
+def test_same_seed_same_metrics():
     """The ci baseline is compared within 1e-3: two runs of the same seed must agree."""
     from cvpr24.pipelines.bus import method as Me
 
@@ -102,11 +103,8 @@ def test_same_seed_same_metrics(bus_ci_project):
 def test_missing_real_dataset_stops_before_anything_downstream(tmp_path):
     project = make_project(tmp_path / "proj")
     missing = tmp_path / "nowhere"
-    params = (f"bus.data.source=real,bus.data.real.source.dataset=gta5,bus.data.real.source.root={missing}/gta,"
-              f"bus.data.real.target.root={missing}/cs")
-    proc = kedro(project, "run", "--pipeline=bus", "--env=ci", f"--params={params}", check=False)
-    assert proc.returncode != 0
-    text = proc.stdout + proc.stderr
-    assert "GTA5" in text and str(missing) in text and "download" in text.lower()
+    real = {"source": {"dataset": "gta5", "root": f"{missing}/gta"}, "target": {"root": f"{missing}/cs"}}
+    text = kedro_session_fails(project, "bus", {"bus": {"data": {"source": "real", "real": real}}})
+    assert "GTA5" in text and str(missing) in text and "download" in text.lower(), text[-3000:]
     assert not (project / "data" / "ci" / "bus" / "05_model_input").exists()
     assert not (project / "reports" / "ci" / "bus").exists()

@@ -1,32 +1,32 @@
 """CMS end to end in the ci profile: every phase runs, tables and claims are written, MLflow holds one run
 per table row beside the paper's numbers, a single phase re-runs alone, and bad input stops the run with a
-clear error before anything downstream is written."""
+clear error before anything downstream is written.
+
+The ci run is the session's `ci_run("cms")` (one real `kedro run` subprocess); the report re-run and the
+bad-input run go through KedroSession in this process; the node-level bad-input tests are `unit` tier."""
 
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import kedro, make_project
-
-pytestmark = pytest.mark.slow
+from tests.conftest import kedro_session_fails, kedro_session_run, make_project
 
 
 @pytest.fixture(scope="module")
-def cms_ci_project(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("cms_ci"))
-    start = time.perf_counter()
-    proc = kedro(project, "run", "--pipeline=cms", "--env=ci")
-    (project / "ci_run_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
-    (project / "ci_run.log").write_text(proc.stdout + proc.stderr)
-    return project
+def cms(ci_run):
+    return ci_run("cms")
 
 
-def test_ci_run_writes_every_table_claim_and_figure(cms_ci_project):
+@pytest.fixture(scope="module")
+def cms_ci_project(cms):
+    return cms.project
+
+
+def test_ci_run_writes_every_table_claim_and_figure(cms, cms_ci_project):
     rep = cms_ci_project / "reports" / "ci" / "cms"
     for t in ("gcd", "inductive", "ablation", "k_study", "k_estimation", "clip"):
         assert (rep / f"table_{t}.md").is_file() and (rep / f"table_{t}.csv").is_file()
@@ -46,7 +46,7 @@ def test_ci_run_writes_every_table_claim_and_figure(cms_ci_project):
     assert "CMS" in metrics["gcd"] and set(metrics["claims"]) == set(claims["id"])
     for fig in ("embeddings_2d", "accuracy_vs_k", "k_estimate", "ims_steps"):
         assert (rep / "figures" / f"{fig}.png").stat().st_size > 2000
-    seconds = float((cms_ci_project / "ci_run_seconds.txt").read_text())
+    seconds = cms.seconds
     assert seconds < 150, f"ci run took {seconds:.0f} s (budget 60 s on 2 cores, slack for a loaded machine)"
 
 
@@ -73,17 +73,16 @@ def test_report_phase_runs_alone(cms_ci_project):
     rep = cms_ci_project / "reports" / "ci" / "cms" / "table_gcd.md"
     weights = cms_ci_project / "data" / "ci" / "cms" / "06_models" / "weights.npz"
     t_w, t_rep = weights.stat().st_mtime_ns, rep.stat().st_mtime_ns
-    kedro(cms_ci_project, "run", "--pipeline=cms", "--tags=report", "--env=ci")
+    kedro_session_run(cms_ci_project, "cms", tags=["report"])
     assert weights.stat().st_mtime_ns == t_w and rep.stat().st_mtime_ns > t_rep
 
 
 def test_missing_dataset_stops_before_anything_downstream(tmp_path):
     project = make_project(tmp_path / "proj")
     missing = tmp_path / "nowhere"
-    params = f"cms.data.datasets.digits.kind=cifar100,cms.data.datasets.digits.root={missing}"
-    proc = kedro(project, "run", "--pipeline=cms", "--env=ci", f"--params={params}", check=False)
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and str(missing) in text and "cs.toronto.edu" in text, text[-3000:]
+    params = {"cms": {"data": {"datasets": {"digits": {"kind": "cifar100", "root": str(missing)}}}}}
+    text = kedro_session_fails(project, "cms", params)
+    assert str(missing) in text and "cs.toronto.edu" in text, text[-3000:]
     assert not (project / "data" / "ci" / "cms" / "05_model_input").exists()
     assert not (project / "reports" / "ci" / "cms").exists()
 
@@ -100,6 +99,7 @@ def _poison(monkeypatch, fn):
     monkeypatch.setattr(D, "digits_gcd", lambda size=16: fn(*real(size)))
 
 
+@pytest.mark.unit
 def test_nan_image_is_named(monkeypatch):
     from cvpr24.core.validation import DataValidationError
     from cvpr24.pipelines.cms import nodes
@@ -115,6 +115,7 @@ def test_nan_image_is_named(monkeypatch):
     assert "digits/000007" in str(err.value) and "n_nonfinite" in str(err.value)
 
 
+@pytest.mark.unit
 def test_wrong_shape_and_unknown_label_are_named(monkeypatch):
     from cvpr24.core.validation import DataValidationError
     from cvpr24.pipelines.cms import nodes
@@ -134,6 +135,7 @@ def test_wrong_shape_and_unknown_label_are_named(monkeypatch):
     assert "digits/000011" in str(err.value) and "label" in str(err.value)
 
 
+@pytest.mark.unit
 def test_corrupt_file_is_named(tmp_path):
     from cvpr24.pipelines.cms import nodes
 
@@ -147,6 +149,7 @@ def test_corrupt_file_is_named(tmp_path):
     assert "train" in str(err.value) or "pickle" in str(err.value).lower()
 
 
+@pytest.mark.unit
 def test_empty_split_and_unknown_old_class_stop_preprocess():
     from cvpr24.core.validation import DataValidationError
     from cvpr24.pipelines.cms import nodes

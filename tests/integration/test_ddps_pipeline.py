@@ -1,31 +1,31 @@
 """DDPS end to end in the ci profile: every phase runs, tables and claims are written, MLflow holds one run
 per table row beside the paper's (not found) numbers, single phases re-run alone, trained runs come back
-from the cache, and bad real data stops the run before anything downstream is written."""
+from the cache, and bad real data stops the run before anything downstream is written.
+
+The ci run is the session's `ci_run("ddps")` (one real `kedro run` subprocess); the report re-run and the
+bad-input run go through KedroSession in this process."""
 
 from __future__ import annotations
 
 import json
-import time
 
 import pandas as pd
 import pytest
 
-from tests.conftest import kedro, make_project
-
-pytestmark = pytest.mark.slow
+from tests.conftest import kedro_session_fails, kedro_session_run, make_project
 
 
 @pytest.fixture(scope="module")
-def ddps_ci_project(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("ddps_ci"))
-    start = time.perf_counter()
-    proc = kedro(project, "run", "--pipeline=ddps", "--env=ci")
-    (project / "ci_run_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
-    (project / "ci_run.log").write_text(proc.stdout + proc.stderr)
-    return project
+def ddps(ci_run):
+    return ci_run("ddps")
 
 
-def test_ci_run_writes_every_table_claim_and_figure(ddps_ci_project):
+@pytest.fixture(scope="module")
+def ddps_ci_project(ddps):
+    return ddps.project
+
+
+def test_ci_run_writes_every_table_claim_and_figure(ddps, ddps_ci_project):
     rep = ddps_ci_project / "reports" / "ci" / "ddps"
     for i in range(1, 6):
         assert (rep / f"table_{i}.md").is_file() and (rep / f"table_{i}.csv").is_file()
@@ -47,7 +47,7 @@ def test_ci_run_writes_every_table_claim_and_figure(ddps_ci_project):
     for fig in ("patterns", "normals", "error_vs_n", "training"):
         assert (rep / "figures" / f"{fig}.png").stat().st_size > 1000
     assert "not found" in (rep / "README.md").read_text()
-    seconds = float((ddps_ci_project / "ci_run_seconds.txt").read_text())
+    seconds = ddps.seconds
     assert seconds < 240, f"ci run took {seconds:.0f} s (budget 60 s on 2 idle cores; slack for a loaded machine)"
 
 
@@ -83,7 +83,7 @@ def test_single_phase_runs_alone(ddps_ci_project):
     rep = ddps_ci_project / "reports" / "ci" / "ddps" / "table_1.md"
     patterns = ddps_ci_project / "data" / "ci" / "ddps" / "07_model_output" / "patterns.npz"
     t_pat, t_rep = patterns.stat().st_mtime_ns, rep.stat().st_mtime_ns
-    kedro(ddps_ci_project, "run", "--pipeline=ddps", "--tags=report", "--env=ci")
+    kedro_session_run(ddps_ci_project, "ddps", tags=["report"])
     assert patterns.stat().st_mtime_ns == t_pat and rep.stat().st_mtime_ns > t_rep
 
 
@@ -109,19 +109,11 @@ def test_rerun_reads_every_training_run_from_the_cache(ddps_ci_project, monkeypa
         assert (saved[rid] == p).all()
 
 
-def _run_real(project, root, expect: str) -> str:
-    proc = kedro(project, "run", "--pipeline=ddps", "--env=ci",
-                 f"--params=ddps.data.source=real,ddps.data.real.root={root}", check=False)
-    assert proc.returncode != 0
-    text = proc.stdout + proc.stderr
-    assert expect in text, text[-3000:]
+def test_missing_real_dataset_says_where_to_get_it(tmp_path):
+    project = make_project(tmp_path / "proj")
+    root = tmp_path / "nowhere"
+    text = kedro_session_fails(project, "ddps", {"ddps": {"data": {"source": "real", "real": {"root": str(root)}}}})
+    assert "nowhere" in text and "DIR dataset" in text, text[-3000:]
     assert not (project / "data" / "ci" / "ddps" / "01_raw" / "layout").exists()
     assert not (project / "data" / "ci" / "ddps" / "05_model_input").exists()
     assert not (project / "reports" / "ci" / "ddps").exists()
-    return text
-
-
-def test_missing_real_dataset_says_where_to_get_it(tmp_path):
-    project = make_project(tmp_path / "proj")
-    text = _run_real(project, tmp_path / "nowhere", "nowhere")
-    assert "DIR dataset" in text

@@ -1,31 +1,33 @@
 """vid-TLDR end to end in the ci profile: every phase runs, tables and claims are written, MLflow holds one
-run per table row beside the paper's numbers, and bad input stops the run before anything downstream."""
+run per table row beside the paper's numbers, and bad input stops the run before anything downstream.
+
+The ci run is the session's `ci_run("vidtldr")` (one real `kedro run` subprocess); the train re-run and
+the bad-input run go through KedroSession in this process; the node-level bad-input tests are `unit`
+tier."""
 
 from __future__ import annotations
 
 import json
-import time
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import kedro, make_project
-
-pytestmark = pytest.mark.slow
+from tests.conftest import kedro_session_fails, kedro_session_run, make_project
 
 
 @pytest.fixture(scope="module")
-def vidtldr_ci_project(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("vidtldr_ci"))
-    start = time.perf_counter()
-    proc = kedro(project, "run", "--pipeline=vidtldr", "--env=ci")
-    (project / "ci_run_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
-    (project / "ci_run.log").write_text(proc.stdout + proc.stderr)
-    return project
+def vidtldr(ci_run):
+    return ci_run("vidtldr")
 
 
-def test_ci_run_writes_tables_claims_metrics(vidtldr_ci_project):
+@pytest.fixture(scope="module")
+def vidtldr_ci_project(vidtldr):
+    return vidtldr.project
+
+
+def test_ci_run_writes_tables_claims_metrics(vidtldr, vidtldr_ci_project):
     rep = vidtldr_ci_project / "reports" / "ci" / "vidtldr"
     for i in range(1, 5):
         assert (rep / f"table_{i}.md").is_file() and (rep / f"table_{i}.csv").is_file()
@@ -49,7 +51,7 @@ def test_ci_run_writes_tables_claims_metrics(vidtldr_ci_project):
     assert "vid-TLDR" in metrics["table_3"] and "V8" in metrics["claims"]
     assert (rep / "figures" / "accuracy_vs_gflops.png").stat().st_size > 1000
     assert (rep / "figures" / "saliency_and_merging.png").stat().st_size > 1000
-    seconds = float((vidtldr_ci_project / "ci_run_seconds.txt").read_text())
+    seconds = vidtldr.seconds
     assert seconds < 300, f"ci run took {seconds:.0f} s (budget 60 s on 2 idle cores; slack for a loaded machine)"
 
 
@@ -71,14 +73,16 @@ def test_mlflow_has_one_run_per_row_and_the_paper_runs(vidtldr_ci_project):
     assert v.data.metrics["top1"] == pytest.approx(expect) and v.data.tags["profile"] == "ci"
 
 
-def test_rerun_reads_the_trained_model_back(vidtldr_ci_project):
+def test_rerun_reads_the_trained_model_back(vidtldr_ci_project, caplog):
     hist = vidtldr_ci_project / "data" / "ci" / "vidtldr" / "06_models" / "train_history.parquet"
     before = pd.read_parquet(hist)
-    proc = kedro(vidtldr_ci_project, "run", "--pipeline=vidtldr", "--tags=train", "--env=ci")
-    assert "read the trained model back" in proc.stdout + proc.stderr
+    with caplog.at_level(logging.INFO, logger="cvpr24"):
+        kedro_session_run(vidtldr_ci_project, "vidtldr", tags=["train"])
+    assert "read the trained model back" in caplog.text
     pd.testing.assert_frame_equal(pd.read_parquet(hist), before)
 
 
+@pytest.mark.unit
 def test_nan_clip_stops_ingest_with_the_sample_named(monkeypatch):
     from cvpr24.core.validation import DataValidationError
     from cvpr24.pipelines.vidtldr import data as D
@@ -99,6 +103,7 @@ def test_nan_clip_stops_ingest_with_the_sample_named(monkeypatch):
     assert "train_00003" in str(err.value) and "n_nonfinite" in str(err.value)
 
 
+@pytest.mark.unit
 def test_wrong_shape_and_empty_split_are_rejected(monkeypatch):
     from cvpr24.core.validation import DataValidationError
     from cvpr24.pipelines.vidtldr import nodes
@@ -134,9 +139,7 @@ def _tiny_data() -> dict:
 def test_missing_real_dataset_says_where_to_get_it(tmp_path):
     project = make_project(tmp_path / "proj")
     root = tmp_path / "nowhere" / "k400"
-    params = (f"vidtldr.data.source=real,vidtldr.data.real.dataset=kinetics400,vidtldr.data.real.root={root},"
-              "vidtldr.data.real.splits.test=val")
-    proc = kedro(project, "run", "--pipeline=vidtldr", "--env=ci", f"--params={params}", check=False)
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and str(root) in text and "kinetics" in text.lower()
+    real = {"dataset": "kinetics400", "root": str(root), "splits": {"test": "val"}}
+    text = kedro_session_fails(project, "vidtldr", {"vidtldr": {"data": {"source": "real", "real": real}}})
+    assert str(root) in text and "kinetics" in text.lower(), text[-3000:]
     assert not (project / "data" / "ci" / "vidtldr" / "05_model_input").exists()

@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from tests.ops.conftest import BIN, free_port, run, start, stop, wait_http
+from tests.conftest import BIN, MASH_STAGES, REPO, free_port, run, start, stop, wait_http
 
-pytestmark = [pytest.mark.slow, pytest.mark.ops]
-STAGE = "pipelines/mash/dvc.yaml"
+pytestmark = pytest.mark.ops
+STAGE = MASH_STAGES
 
 
 def _tracked(project: Path) -> list[Path]:
@@ -32,20 +31,19 @@ def _digests(paths: list[Path]) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.is_file()}
 
 
-def test_second_repro_refuses_cleanly_and_the_first_finishes_intact(ops_project):
-    project, info = ops_project
-    second = info["second"]
+def test_second_repro_refuses_cleanly_and_the_first_finishes_intact(mash_dvc):
+    project, second = mash_dvc.project, mash_dvc.second
     text = second.stdout + second.stderr
-    assert info["first_running_after_second"], "the first repro had finished before the second started"
+    assert mash_dvc.first_running_after_second, "the first repro had finished before the second started"
     assert second.returncode != 0, text
     # DVC's repo lock ("Unable to acquire lock") or its output lock ("... is busy, it is being blocked by")
     assert re.search(r"Unable to acquire lock|is busy, it is being blocked by", text), text[-2000:]
     assert "Traceback" not in text  # a clean refusal, not a crash
-    assert info["second_s"] < 60
+    assert mash_dvc.second_s < 60
     # the first one completed every stage and left a consistent state
-    assert info["first_rc"] == 0
+    assert mash_dvc.first_rc == 0
     for phase in ("ingest", "preprocess", "train", "evaluate", "report"):
-        assert f"Running stage '{STAGE}:{phase}'" in info["first_log"], info["first_log"][-3000:]
+        assert f"Running stage '{STAGE}:{phase}'" in mash_dvc.first_log, mash_dvc.first_log[-3000:]
     status = run([str(BIN / "dvc"), "status", STAGE], project)
     assert "up to date" in status.stdout, status.stdout
     assert (project / "reports" / "ci" / "mash" / "metrics.json").is_file()
@@ -67,10 +65,13 @@ def s3_server(tmp_path_factory):
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def test_s3_remote_push_drop_pull_restores_without_recomputing(ops_project, s3_server, monkeypatch):
+def test_s3_remote_push_drop_pull_restores_without_recomputing(mash_dvc, s3_server, monkeypatch, tmp_path):
+    """On a clone of the shared DVC project (the test deletes its cache and outputs)."""
     import boto3
 
-    project, _ = ops_project
+    from tests.conftest import clone_project
+
+    project = clone_project(mash_dvc.project, tmp_path / "s3")
     for k, v in AWS.items():
         monkeypatch.setenv(k, v)
     s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import REPO
 from tests.ops.conftest import offline_page
 
-pytestmark = [pytest.mark.slow, pytest.mark.ops]
+pytestmark = pytest.mark.ops
 
 
 def _runs(url: str):
@@ -26,8 +26,8 @@ def _runs(url: str):
     return client, exp, client.search_runs([exp.experiment_id], max_results=2000)
 
 
-def test_pipeline_runs_are_on_the_server(ops_project, mlflow_server):
-    project, _ = ops_project
+def test_pipeline_runs_are_on_the_server(mash_dvc, mlflow_server):
+    project = mash_dvc.project
     client, exp, runs = _runs(mlflow_server)
     assert exp.artifact_location.startswith("mlflow-artifacts:")  # artifacts served by the server
     ours = [r for r in runs if r.data.tags.get("source") == "ours"]
@@ -47,8 +47,8 @@ def test_pipeline_runs_are_on_the_server(ops_project, mlflow_server):
     assert any(k.startswith("loss") for r in session_runs for k in r.data.metrics)
 
 
-def test_mlflow_ui_compare_view_shows_the_report_numbers(ops_project, mlflow_server, browser):
-    project, _ = ops_project
+def test_mlflow_ui_compare_view_shows_the_report_numbers(mash_dvc, mlflow_server, browser):
+    project = mash_dvc.project
     _, exp, runs = _runs(mlflow_server)
     t1 = pd.read_csv(project / "reports" / "ci" / "mash" / "table_1.csv")
     row = t1[t1["method"] == "MASH"].iloc[0]

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import REPO, make_project
 from tests.ops.conftest import BIN, OFFLINE, free_port, offline_page, start, stop, wait_http
 
-pytestmark = [pytest.mark.slow, pytest.mark.ops]
+pytestmark = pytest.mark.ops
 
 PHASE_NODES = ["mash_ingest", "mash_preprocess", "mash_train", "mash_evaluate", "mash_report"]
 DATASETS = ["mash.clean", "mash.noisy", "mash.model_input", "mash.jobs", "mash.job_outputs",
