@@ -151,7 +151,7 @@ def test_pipeline_uses_core_mlflow_rows_and_no_paper_copy():
     from cvpr24.pipelines.bus.pipeline import create_pipeline
 
     assert not hasattr(nodes, "mlflow_rows")
-    node = next(n for n in create_pipeline().nodes if n.name == "bus_log_runs")
+    node = next(n for n in create_pipeline().nodes if n.name == "bus.log_runs")
     assert node.func is mlflow_rows
 
 

@@ -156,6 +156,6 @@ def test_pipeline_logs_through_core_mlflow_rows_and_init_is_lazy():
     from cvpr24.pipelines.ddps.pipeline import create_pipeline
 
     funcs = {n.name: n.func for n in create_pipeline().nodes}
-    assert funcs["ddps_log_runs"] is mlflow_rows
+    assert funcs["ddps.log_runs"] is mlflow_rows
     init = (Path(__file__).parents[3] / "src" / "cvpr24" / "pipelines" / "ddps" / "__init__.py").read_text()
     assert "from cvpr24.pipelines.ddps.pipeline import" not in init.split("def create_pipeline")[0]

@@ -1,4 +1,8 @@
-"""BUS as a Kedro pipeline: five phases, tagged ingest / preprocess / train / evaluate / report."""
+"""BUS as a Kedro pipeline: five phases, tagged ingest / preprocess / train / evaluate / report.
+
+The nodes name their datasets and parameters without the paper's prefix; `namespace="bus"` adds it
+(`paper` -> catalog entry `bus.paper`, `params:train` -> `bus.train` in conf/*/parameters/bus.yml, node
+`train` -> `bus.train`), and groups the nodes in kedro-viz. `params:runtime` stays global."""
 
 from __future__ import annotations
 
@@ -10,29 +14,22 @@ from cvpr24.pipelines.bus.report import render
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return pipeline(
-        [
-            node(n.ingest, ["params:bus.data", "params:runtime"], ["bus.raw", "bus.raw_manifest"],
-                 name="bus_ingest", tags=["ingest"]),
-            node(n.preprocess, ["bus.raw", "bus.raw_manifest", "params:bus.preprocess", "params:bus.data"],
-                 ["bus.model_input", "bus.target_train_hidden_labels", "bus.jobs"],
-                 name="bus_preprocess", tags=["preprocess"]),
-            node(n.train, ["bus.jobs", "bus.model_input", "params:bus.train", "params:runtime"],
-                 ["bus.models", "bus.job_log", "bus.train_history"], name="bus_train", tags=["train"]),
-            node(n.evaluate,
-                 ["bus.jobs", "bus.models", "bus.model_input", "bus.target_train_hidden_labels",
-                  "params:bus.evaluate", "params:bus.train"],
-                 ["bus.per_run", "bus.threshold_sweep", "bus.examples"], name="bus_evaluate", tags=["evaluate"]),
-            node(n.table_rows,
-                 ["bus.per_run", "bus.paper", "params:bus.evaluate", "params:bus.train", "params:runtime",
-                  "bus.raw_manifest", "bus.job_log"],
-                 "bus.table_rows", name="bus_table_rows", tags=["evaluate"]),
-            node(mlflow_rows, ["bus.table_rows", "bus.paper"], "bus.mlflow_runs", name="bus_log_runs",
-                 tags=["evaluate"]),
-            node(render,
-                 ["bus.per_run", "bus.threshold_sweep", "bus.examples", "bus.table_rows", "bus.job_log",
-                  "bus.train_history", "bus.paper", "params:bus.report", "params:bus.evaluate", "params:bus.train",
-                  "params:runtime"],
-                 "bus.report", name="bus_report", tags=["report"]),
-        ]
-    )
+    nodes = [
+        node(n.ingest, ["params:data", "params:runtime"], ["raw", "raw_manifest"], name="ingest", tags=["ingest"]),
+        node(n.preprocess, ["raw", "raw_manifest", "params:preprocess", "params:data"],
+             ["model_input", "target_train_hidden_labels", "jobs"], name="preprocess", tags=["preprocess"]),
+        node(n.train, ["jobs", "model_input", "params:train", "params:runtime"],
+             ["models", "job_log", "train_history"], name="train", tags=["train"]),
+        node(n.evaluate,
+             ["jobs", "models", "model_input", "target_train_hidden_labels", "params:evaluate", "params:train"],
+             ["per_run", "threshold_sweep", "examples"], name="evaluate", tags=["evaluate"]),
+        node(n.table_rows,
+             ["per_run", "paper", "params:evaluate", "params:train", "params:runtime", "raw_manifest", "job_log"],
+             "table_rows", name="table_rows", tags=["evaluate"]),
+        node(mlflow_rows, ["table_rows", "paper"], "mlflow_runs", name="log_runs", tags=["evaluate"]),
+        node(render,
+             ["per_run", "threshold_sweep", "examples", "table_rows", "job_log", "train_history", "paper",
+              "params:report", "params:evaluate", "params:train", "params:runtime"],
+             "report", name="report", tags=["report"]),
+    ]
+    return pipeline(nodes, namespace="bus", parameters={"runtime": "runtime"})

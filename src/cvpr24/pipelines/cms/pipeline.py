@@ -1,4 +1,8 @@
-"""CMS as a Kedro pipeline: five phases, tagged ingest / preprocess / train / evaluate / report."""
+"""CMS as a Kedro pipeline: five phases, tagged ingest / preprocess / train / evaluate / report.
+
+The nodes name their datasets and parameters without the paper's prefix; `namespace="cms"` adds it
+(`paper` -> catalog entry `cms.paper`, `params:train` -> `cms.train` in conf/*/parameters/cms.yml, node
+`train` -> `cms.train`), and groups the nodes in kedro-viz. `params:runtime` stays global."""
 
 from __future__ import annotations
 
@@ -10,29 +14,25 @@ from cvpr24.pipelines.cms.report import render
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return pipeline(
-        [
-            node(n.ingest, ["params:cms.data", "params:runtime"], ["cms.raw", "cms.raw_manifest"],
-                 name="cms_ingest", tags=["ingest"]),
-            node(n.preprocess, ["cms.raw", "cms.raw_manifest", "params:cms.data", "params:cms.preprocess"],
-                 ["cms.model_input", "cms.split_manifest"], name="cms_preprocess", tags=["preprocess"]),
-            node(n.pretrain, ["cms.model_input", "params:cms.data", "params:cms.pretrain", "params:cms.head",
-                              "params:cms.train", "params:runtime"],
-                 ["cms.pretrained", "cms.pretrain_history"], name="cms_pretrain", tags=["train"]),
-            node(n.train, ["cms.model_input", "cms.pretrained", "params:cms.data", "params:cms.train",
-                           "params:cms.head", "params:cms.evaluate", "params:runtime"],
-                 ["cms.weights", "cms.train_log", "cms.train_history"], name="cms_train", tags=["train"]),
-            node(n.evaluate, ["cms.model_input", "cms.pretrained", "cms.weights", "cms.train_log", "params:cms.data",
-                              "params:cms.head", "params:cms.evaluate", "params:runtime"],
-                 ["cms.results", "cms.curves", "cms.embeddings"], name="cms_evaluate", tags=["evaluate"]),
-            node(n.table_rows, ["cms.results", "cms.train_log", "cms.paper", "params:cms.data", "params:cms.evaluate",
-                                "params:runtime", "cms.raw_manifest"],
-                 "cms.table_rows", name="cms_table_rows", tags=["evaluate"]),
-            node(mlflow_rows, ["cms.table_rows", "cms.paper"], "cms.mlflow_runs", name="cms_log_runs",
-                 tags=["evaluate"]),
-            node(render, ["cms.results", "cms.curves", "cms.embeddings", "cms.train_log", "cms.table_rows",
-                          "cms.paper", "params:cms.report", "params:cms.data",
-                          "params:cms.evaluate.column_datasets", "params:runtime"],
-                 "cms.report", name="cms_report", tags=["report"]),
-        ]
-    )
+    nodes = [
+        node(n.ingest, ["params:data", "params:runtime"], ["raw", "raw_manifest"], name="ingest", tags=["ingest"]),
+        node(n.preprocess, ["raw", "raw_manifest", "params:data", "params:preprocess"],
+             ["model_input", "split_manifest"], name="preprocess", tags=["preprocess"]),
+        node(n.pretrain, ["model_input", "params:data", "params:pretrain", "params:head", "params:train",
+                          "params:runtime"],
+             ["pretrained", "pretrain_history"], name="pretrain", tags=["train"]),
+        node(n.train, ["model_input", "pretrained", "params:data", "params:train", "params:head", "params:evaluate",
+                       "params:runtime"],
+             ["weights", "train_log", "train_history"], name="train", tags=["train"]),
+        node(n.evaluate, ["model_input", "pretrained", "weights", "train_log", "params:data", "params:head",
+                          "params:evaluate", "params:runtime"],
+             ["results", "curves", "embeddings"], name="evaluate", tags=["evaluate"]),
+        node(n.table_rows, ["results", "train_log", "paper", "params:data", "params:evaluate", "params:runtime",
+                            "raw_manifest"],
+             "table_rows", name="table_rows", tags=["evaluate"]),
+        node(mlflow_rows, ["table_rows", "paper"], "mlflow_runs", name="log_runs", tags=["evaluate"]),
+        node(render, ["results", "curves", "embeddings", "train_log", "table_rows", "paper", "params:report",
+                      "params:data", "params:evaluate.column_datasets", "params:runtime"],
+             "report", name="report", tags=["report"]),
+    ]
+    return pipeline(nodes, namespace="cms", parameters={"runtime": "runtime"})

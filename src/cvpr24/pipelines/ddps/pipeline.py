@@ -1,4 +1,8 @@
-"""DDPS as a Kedro pipeline: five phases, tagged ingest / preprocess / train / evaluate / report."""
+"""DDPS as a Kedro pipeline: five phases, tagged ingest / preprocess / train / evaluate / report.
+
+The nodes name their datasets and parameters without the paper's prefix; `namespace="ddps"` adds it
+(`paper` -> catalog entry `ddps.paper`, `params:train` -> `ddps.train` in conf/*/parameters/ddps.yml, node
+`train` -> `ddps.train`), and groups the nodes in kedro-viz. `params:runtime` stays global."""
 
 from __future__ import annotations
 
@@ -10,30 +14,24 @@ from cvpr24.pipelines.ddps.report import render
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return pipeline(
-        [
-            node(n.ingest, ["params:ddps.data", "params:ddps.train", "params:runtime"],
-                 ["ddps.raw_layout", "ddps.scene_truth", "ddps.raw_manifest"], name="ddps_ingest", tags=["ingest"]),
-            node(n.preprocess,
-                 ["ddps.raw_layout", "ddps.scene_truth", "ddps.raw_manifest", "params:ddps.preprocess",
-                  "params:ddps.data", "params:ddps.train"],
-                 ["ddps.model_input", "ddps.runs"], name="ddps_preprocess", tags=["preprocess"]),
-            node(n.train, ["ddps.runs", "ddps.model_input", "params:ddps.train", "params:runtime"],
-                 ["ddps.patterns", "ddps.train_log", "ddps.train_history"], name="ddps_train", tags=["train"]),
-            node(n.evaluate,
-                 ["ddps.runs", "ddps.patterns", "ddps.model_input", "params:ddps.evaluate", "params:ddps.train",
-                  "params:runtime"],
-                 ["ddps.per_scene", "ddps.normal_maps"], name="ddps_evaluate", tags=["evaluate"]),
-            node(n.table_rows,
-                 ["ddps.per_scene", "ddps.runs", "ddps.train_log", "ddps.paper", "params:ddps.evaluate",
-                  "params:ddps.train", "params:runtime", "ddps.raw_manifest"],
-                 "ddps.table_rows", name="ddps_table_rows", tags=["evaluate"]),
-            node(mlflow_rows, ["ddps.table_rows", "ddps.paper"], "ddps.mlflow_runs",
-                 name="ddps_log_runs", tags=["evaluate"]),
-            node(render,
-                 ["ddps.per_scene", "ddps.table_rows", "ddps.patterns", "ddps.runs", "ddps.normal_maps",
-                  "ddps.model_input", "ddps.train_history", "ddps.paper", "params:ddps.report",
-                  "params:ddps.evaluate", "params:runtime"],
-                 "ddps.report", name="ddps_report", tags=["report"]),
-        ]
-    )
+    nodes = [
+        node(n.ingest, ["params:data", "params:train", "params:runtime"],
+             ["raw_layout", "scene_truth", "raw_manifest"], name="ingest", tags=["ingest"]),
+        node(n.preprocess,
+             ["raw_layout", "scene_truth", "raw_manifest", "params:preprocess", "params:data", "params:train"],
+             ["model_input", "runs"], name="preprocess", tags=["preprocess"]),
+        node(n.train, ["runs", "model_input", "params:train", "params:runtime"],
+             ["patterns", "train_log", "train_history"], name="train", tags=["train"]),
+        node(n.evaluate, ["runs", "patterns", "model_input", "params:evaluate", "params:train", "params:runtime"],
+             ["per_scene", "normal_maps"], name="evaluate", tags=["evaluate"]),
+        node(n.table_rows,
+             ["per_scene", "runs", "train_log", "paper", "params:evaluate", "params:train", "params:runtime",
+              "raw_manifest"],
+             "table_rows", name="table_rows", tags=["evaluate"]),
+        node(mlflow_rows, ["table_rows", "paper"], "mlflow_runs", name="log_runs", tags=["evaluate"]),
+        node(render,
+             ["per_scene", "table_rows", "patterns", "runs", "normal_maps", "model_input", "train_history", "paper",
+              "params:report", "params:evaluate", "params:runtime"],
+             "report", name="report", tags=["report"]),
+    ]
+    return pipeline(nodes, namespace="ddps", parameters={"runtime": "runtime"})

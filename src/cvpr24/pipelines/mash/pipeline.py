@@ -1,4 +1,8 @@
-"""MASH as a Kedro pipeline: five phases, tagged ingest / preprocess / train / evaluate / report."""
+"""MASH as a Kedro pipeline: five phases, tagged ingest / preprocess / train / evaluate / report.
+
+The nodes name their datasets and parameters without the paper's prefix; `namespace="mash"` adds it
+(`paper` -> catalog entry `mash.paper`, `params:train` -> `mash.train` in conf/*/parameters/mash.yml, node
+`train` -> `mash.train`), and groups the nodes in kedro-viz. `params:runtime` stays global."""
 
 from __future__ import annotations
 
@@ -10,31 +14,24 @@ from cvpr24.pipelines.mash.report import render
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return pipeline(
-        [
-            node(n.ingest, ["params:mash.data", "params:runtime"],
-                 ["mash.clean", "mash.noisy", "mash.raw_manifest"], name="mash_ingest", tags=["ingest"]),
-            node(n.preprocess,
-                 ["mash.clean", "mash.noisy", "mash.raw_manifest", "params:mash.preprocess", "params:mash.train"],
-                 ["mash.model_input", "mash.reference", "mash.oracle_psd", "mash.jobs"],
-                 name="mash_preprocess", tags=["preprocess"]),
-            node(n.train, ["mash.jobs", "mash.model_input", "mash.oracle_psd", "params:mash.train", "params:runtime"],
-                 ["mash.job_outputs", "mash.job_log", "mash.train_history"], name="mash_train", tags=["train"]),
-            node(n.select, ["mash.jobs", "mash.job_log", "params:mash.train.selection"], "mash.selection",
-                 name="mash_select", tags=["train"]),
-            node(n.evaluate,
-                 ["mash.jobs", "mash.job_outputs", "mash.selection", "mash.model_input", "mash.reference",
-                  "params:mash.evaluate"],
-                 "mash.per_image", name="mash_evaluate", tags=["evaluate"]),
-            node(n.table_rows,
-                 ["mash.per_image", "mash.selection", "mash.jobs", "mash.job_log", "mash.paper",
-                  "params:mash.evaluate", "params:mash.train", "params:runtime", "mash.raw_manifest"],
-                 "mash.table_rows", name="mash_table_rows", tags=["evaluate"]),
-            node(mlflow_rows, ["mash.table_rows", "mash.paper"], "mash.mlflow_runs",
-                 name="mash_log_runs", tags=["evaluate"]),
-            node(render,
-                 ["mash.per_image", "mash.table_rows", "mash.selection", "mash.job_outputs", "mash.model_input",
-                  "mash.reference", "mash.paper", "params:mash.report", "params:mash.evaluate", "params:runtime"],
-                 "mash.report", name="mash_report", tags=["report"]),
-        ]
-    )
+    nodes = [
+        node(n.ingest, ["params:data", "params:runtime"], ["clean", "noisy", "raw_manifest"],
+             name="ingest", tags=["ingest"]),
+        node(n.preprocess, ["clean", "noisy", "raw_manifest", "params:preprocess", "params:train"],
+             ["model_input", "reference", "oracle_psd", "jobs"], name="preprocess", tags=["preprocess"]),
+        node(n.train, ["jobs", "model_input", "oracle_psd", "params:train", "params:runtime"],
+             ["job_outputs", "job_log", "train_history"], name="train", tags=["train"]),
+        node(n.select, ["jobs", "job_log", "params:train.selection"], "selection", name="select", tags=["train"]),
+        node(n.evaluate, ["jobs", "job_outputs", "selection", "model_input", "reference", "params:evaluate"],
+             "per_image", name="evaluate", tags=["evaluate"]),
+        node(n.table_rows,
+             ["per_image", "selection", "jobs", "job_log", "paper", "params:evaluate", "params:train",
+              "params:runtime", "raw_manifest"],
+             "table_rows", name="table_rows", tags=["evaluate"]),
+        node(mlflow_rows, ["table_rows", "paper"], "mlflow_runs", name="log_runs", tags=["evaluate"]),
+        node(render,
+             ["per_image", "table_rows", "selection", "job_outputs", "model_input", "reference", "paper",
+              "params:report", "params:evaluate", "params:runtime"],
+             "report", name="report", tags=["report"]),
+    ]
+    return pipeline(nodes, namespace="mash", parameters={"runtime": "runtime"})

@@ -1,4 +1,8 @@
-"""vid-TLDR as a Kedro pipeline: five phases, tagged ingest / preprocess / train / evaluate / report."""
+"""vid-TLDR as a Kedro pipeline: five phases, tagged ingest / preprocess / train / evaluate / report.
+
+The nodes name their datasets and parameters without the paper's prefix; `namespace="vidtldr"` adds it
+(`paper` -> catalog entry `vidtldr.paper`, `params:train` -> `vidtldr.train` in conf/*/parameters/vidtldr.yml,
+node `train` -> `vidtldr.train`), and groups the nodes in kedro-viz. `params:runtime` stays global."""
 
 from __future__ import annotations
 
@@ -10,32 +14,26 @@ from cvpr24.pipelines.vidtldr.report import render
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return pipeline(
-        [
-            node(n.ingest, ["params:vidtldr.data", "params:vidtldr.model", "params:runtime"],
-                 ["vidtldr.clips", "vidtldr.raw_manifest"], name="vidtldr_ingest", tags=["ingest"]),
-            node(n.preprocess,
-                 ["vidtldr.clips", "vidtldr.raw_manifest", "params:vidtldr.preprocess", "params:vidtldr.model",
-                  "params:vidtldr.evaluate"],
-                 ["vidtldr.model_input", "vidtldr.settings"], name="vidtldr_preprocess", tags=["preprocess"]),
-            node(n.train, ["vidtldr.model_input", "params:vidtldr.model", "params:vidtldr.train", "params:runtime"],
-                 ["vidtldr.weights", "vidtldr.train_history", "vidtldr.train_log"],
-                 name="vidtldr_train", tags=["train"]),
-            node(n.evaluate,
-                 ["vidtldr.model_input", "vidtldr.weights", "vidtldr.settings", "params:vidtldr.model",
-                  "params:vidtldr.evaluate", "params:vidtldr.preprocess", "params:runtime"],
-                 ["vidtldr.sweep", "vidtldr.saliency", "vidtldr.example", "vidtldr.per_clip"],
-                 name="vidtldr_evaluate", tags=["evaluate"]),
-            node(n.table_rows,
-                 ["vidtldr.sweep", "vidtldr.per_clip", "vidtldr.saliency", "vidtldr.raw_manifest", "vidtldr.paper",
-                  "params:vidtldr.evaluate", "params:vidtldr.model", "params:vidtldr.train", "params:runtime"],
-                 "vidtldr.table_rows", name="vidtldr_table_rows", tags=["evaluate"]),
-            node(mlflow_rows, ["vidtldr.table_rows", "vidtldr.paper"], "vidtldr.mlflow_runs",
-                 name="vidtldr_log_runs", tags=["evaluate"]),
-            node(render,
-                 ["vidtldr.sweep", "vidtldr.saliency", "vidtldr.example", "vidtldr.table_rows", "vidtldr.train_log",
-                  "vidtldr.paper", "params:vidtldr.report", "params:vidtldr.evaluate", "params:vidtldr.model",
-                  "params:runtime"],
-                 "vidtldr.report", name="vidtldr_report", tags=["report"]),
-        ]
-    )
+    nodes = [
+        node(n.ingest, ["params:data", "params:model", "params:runtime"], ["clips", "raw_manifest"],
+             name="ingest", tags=["ingest"]),
+        node(n.preprocess,
+             ["clips", "raw_manifest", "params:preprocess", "params:model", "params:evaluate"],
+             ["model_input", "settings"], name="preprocess", tags=["preprocess"]),
+        node(n.train, ["model_input", "params:model", "params:train", "params:runtime"],
+             ["weights", "train_history", "train_log"], name="train", tags=["train"]),
+        node(n.evaluate,
+             ["model_input", "weights", "settings", "params:model", "params:evaluate", "params:preprocess",
+              "params:runtime"],
+             ["sweep", "saliency", "example", "per_clip"], name="evaluate", tags=["evaluate"]),
+        node(n.table_rows,
+             ["sweep", "per_clip", "saliency", "raw_manifest", "paper", "params:evaluate", "params:model",
+              "params:train", "params:runtime"],
+             "table_rows", name="table_rows", tags=["evaluate"]),
+        node(mlflow_rows, ["table_rows", "paper"], "mlflow_runs", name="log_runs", tags=["evaluate"]),
+        node(render,
+             ["sweep", "saliency", "example", "table_rows", "train_log", "paper", "params:report",
+              "params:evaluate", "params:model", "params:runtime"],
+             "report", name="report", tags=["report"]),
+    ]
+    return pipeline(nodes, namespace="vidtldr", parameters={"runtime": "runtime"})
