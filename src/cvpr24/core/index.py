@@ -61,8 +61,8 @@ def build_index(root: Path) -> str:
         if not (folder / "README.md").is_file():
             lines.append(f"| {title} | `{slug}` | not implemented yet | – | – | – |")
             continue
-        tables = sorted(p.stem for p in folder.glob("table_*.md"))
-        links = ", ".join(f"[{t.replace('_', ' ')}]({slug}/{t}.md)" for t in tables)
+        tables = sorted(folder.glob("table_*.md"))
+        links = ", ".join(f"[{_label(t)}]({slug}/{t.name})" for t in tables)
         have, total = paper_cells(folder)
         cells = f"{have} of {total} cells"
         paper_t = sanity_t = "–"
@@ -74,6 +74,12 @@ def build_index(root: Path) -> str:
                 sanity_t = _tally_cell(tally(df, "sanity"), f"{slug}/claims.md")
         lines.append(f"| [{title}]({slug}/README.md) | `{slug}` | {links} | {cells} | {paper_t} | {sanity_t} |")
     return "\n".join(lines) + "\n"
+
+
+def _label(table_md: Path) -> str:
+    """The table's label as its report names it (`### <label>: <title>`, from paper.yaml), not its file name."""
+    first = table_md.read_text().split("\n", 1)[0].lstrip("#").strip()
+    return first.split(":", 1)[0].strip() or table_md.stem
 
 
 def _tally_cell(counts: dict[str, int], link: str) -> str:

@@ -11,7 +11,7 @@ from cvpr24.core.index import PAPERS, build_index
 def test_index_links_reports_and_tallies_claims(tmp_path):
     (tmp_path / "bus").mkdir()
     (tmp_path / "bus" / "README.md").write_text("# bus\n")
-    (tmp_path / "bus" / "table_main.md").write_text("x")
+    (tmp_path / "bus" / "table_main.md").write_text("### Main paper, comparison table: H-Score\n\n| a |\n")
     pd.DataFrame({"method": ["A", "B", "C"], "psnr_paper": [30.0, None, None], "psnr_ours": [28.0, 27.0, None]}
                  ).to_csv(tmp_path / "bus" / "table_main.csv", index=False)
     pd.DataFrame({"id": ["C1", "C2", "C3", "S1"], "kind": ["paper", "paper", "paper", "sanity"],
@@ -20,7 +20,7 @@ def test_index_links_reports_and_tallies_claims(tmp_path):
     text = build_index(tmp_path)
     assert "| 1 of 2 cells |" in text
     assert "[1 / 0 / 1 / 1](bus/claims.md) | [1 / 0 / 0 / 0](bus/claims.md)" in text
-    assert "[table main](bus/table_main.md)" in text
+    assert "[Main paper, comparison table](bus/table_main.md)" in text  # the label, not the file name
     # a paper without a report says so instead of linking
     assert text.count("not implemented yet") == len(PAPERS) - 1
 
