@@ -10,8 +10,8 @@ Tiers (pytest markers, given by the folder unless a test carries its own tier ma
 Session fixtures (each pipeline runs once per test session; every test that needs its outputs reads them):
 
 - `ci_run(slug) -> CiRun`: a throw-away copy of the project after one real
-  `kedro run --pipeline=<slug> --env=ci` (subprocess, the ci profile exactly as `make ci-check` runs it),
-  with its wall time and log. `CiRun.reports` is `reports/ci/<slug>`, `CiRun.data` is `data/ci/<slug>`,
+  `kedro run --pipeline=<slug> --env=ci --params=runtime.threads=<TEST_THREADS>` (subprocess; the ci
+  profile as `make ci-check` runs it, on the tests' thread count), with its wall time and log. `CiRun.reports` is `reports/ci/<slug>`, `CiRun.data` is `data/ci/<slug>`,
   `CiRun.catalog_path(name)` a catalog entry's file. `mash_ci_project` is `ci_run("mash").project`.
 - `mlflow_server`: `mlflow server` on 127.0.0.1 (SQLite backend, artifacts served), its URL.
 - `mash_dvc -> DvcRun`: a project copy (git repository, params.yaml on the ci profile, conf/ci/mlflow.yml
@@ -27,6 +27,7 @@ KedroSession: no interpreter start-up, for phase re-runs and bad-input runs), `d
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -46,19 +47,86 @@ BIN = Path(sys.executable).parent
 COPY = ["pyproject.toml", "src", "conf", "pipelines", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore",
         ".telemetry"]
 CI_GLOBALS = {"profile": "ci", "data_root": "data/ci", "reports_root": "reports/ci"}
+# torch threads of the pipelines the tests run (`runtime.threads`). The tests check behaviour and wiring,
+# not the committed ci numbers (`make ci-check` does, with the profile's own 2 threads): the ci profile's
+# tiny networks train faster on one thread, and several times faster when other jobs share the 2 cores
+# (two-thread kernels wait for a descheduled thread). CVPR24_TEST_THREADS=2 runs them as ci-check does.
+TEST_THREADS = int(os.environ.get("CVPR24_TEST_THREADS", "1"))
 TIERS = ("unit", "pipeline", "ops")
 FOLDER_TIER = {"unit": "unit", "integration": "pipeline", "ops": "ops"}
 
 
 # ------------------------------------------------------------------------------------------- tiers
+# Each paper's pipeline tests (its ci run and the tests that read it, `test_<slug>_*.py`) get this much
+# test time (a budget per paper, not a growing sum): printed after every run with `--time-budget`.
+PAPER_BUDGET_S = 150
+
+
 def pytest_addoption(parser):
     parser.addoption("--time-budget", type=float, default=None, metavar="SECONDS",
-                     help="print the suite's wall time against this budget; past it, fail under CI "
-                          "(CI set) and warn otherwise")
+                     help="print the suite's wall time against this budget and each paper's test time "
+                          f"against {PAPER_BUDGET_S} s; past the suite's, fail under CI (CI set), warn otherwise")
 
 
+def pytest_runtest_logreport(report):
+    group = xdist_group_of(report.nodeid)
+    if group.startswith("ci_"):
+        _PAPER_SECONDS[group[3:]] = _PAPER_SECONDS.get(group[3:], 0.0) + report.duration
+
+
+_PAPER_SECONDS: dict[str, float] = {}
+
+
+# Under `pytest -n 2 --dist loadgroup` (make test), the tests that share a session fixture run on one
+# worker, so the fixture is built once: a paper's ci-run tests (test_<slug>_*.py share `ci_run(slug)`) and
+# every test of the shared MASH DVC project and its MLflow server (the files below). The scheduler sees
+# node ids only, so the groups are by file; collection checks that each test using those fixtures is in
+# its group's file. (xdist's own `xdist_group` marker does not reach the scheduler under pytest 9.2.)
+SHARED_GROUPS = {
+    "tests/integration/test_dvc.py": "mash_dvc",
+    "tests/ops/test_ops_dvc.py": "mash_dvc",
+    "tests/ops/test_ops_mlflow.py": "mash_dvc",
+}
+
+
+def xdist_group_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    if path in SHARED_GROUPS:
+        return SHARED_GROUPS[path]
+    m = re.fullmatch(r"tests/integration/test_([a-z0-9]+)_[a-z0-9_]+\.py", path)
+    return f"ci_{m.group(1)}" if m else path
+
+
+def _check_group(item) -> None:
+    names = set(getattr(item, "fixturenames", ()))
+    group = xdist_group_of(item.nodeid)
+    if names & {"mash_dvc", "mlflow_server"} and group != "mash_dvc":
+        raise pytest.UsageError(f"{item.nodeid} uses the shared MASH DVC project: add its file to "
+                                "SHARED_GROUPS in tests/conftest.py")
+    if "ci_run" in names and not group.startswith("ci_"):
+        raise pytest.UsageError(f"{item.nodeid} uses ci_run: name its file tests/integration/test_<slug>_*.py "
+                                "so it runs on the worker that holds that paper's run")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        """xdist's scope scheduling with the groups above as scopes (each unit-test file its own)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group_of(nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        _check_group(item)
         if any(item.get_closest_marker(t) for t in TIERS):
             continue
         parts = Path(str(item.fspath)).relative_to(REPO / "tests").parts
@@ -68,8 +136,15 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_sessionstart(session):
     session.config._cvpr24_start = time.monotonic()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # two workers on two cores: one torch thread each (two-thread kernels in two processes would
+        # oversubscribe the cores and wait for each other's descheduled threads)
+        import torch
+
+        torch.set_num_threads(TEST_THREADS)
 
 
+@pytest.hookimpl(trylast=True)  # after the slowest-tests list
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     start = getattr(config, "_cvpr24_start", None)
     budget = config.getoption("--time-budget")
@@ -77,9 +152,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     took = time.monotonic() - start
     try:
-        load = " (load average %.2f %.2f %.2f)" % os.getloadavg()
+        load = " (load average {:.2f} {:.2f} {:.2f})".format(*os.getloadavg())
     except OSError:
         load = ""
+    papers = sorted(s for s in _PAPER_SECONDS if (REPO / "pipelines" / s / "dvc.yaml").is_file())
+    if papers:
+        over = [s for s in papers if _PAPER_SECONDS[s] > PAPER_BUDGET_S]
+        terminalreporter.write_line(
+            f"pipeline test time per paper (budget {PAPER_BUDGET_S} s each): "
+            + ", ".join(f"{s} {_PAPER_SECONDS[s]:.0f} s" for s in papers)
+            + (f"; OVER: {', '.join(over)}" if over else ""), yellow=bool(over))
     line = f"test suite wall time {took:.0f} s of its {budget:.0f} s budget{load}"
     if took <= budget:
         terminalreporter.write_line(line, green=True)
@@ -122,9 +204,10 @@ def make_project(dest: Path) -> Path:
 
 
 def use_ci_profile(project: Path, **extra: Any) -> None:
-    """params.yaml of a project copy on the ci profile (DVC's stages then run `--env=ci` on data/ci)."""
+    """params.yaml of a project copy on the ci profile (DVC's stages then run `--env=ci` on data/ci) with
+    the tests' torch threads."""
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params.update(CI_GLOBALS, **extra)
+    params.update(CI_GLOBALS, threads=TEST_THREADS, **extra)
     (project / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -200,20 +283,39 @@ def _restore_torch_state(state) -> None:
     torch.set_rng_state(state["torch"])
 
 
+_KEDRO_CONFIGURED = False
+
+
+def configure_kedro() -> None:
+    """Kedro's project settings, pipelines and logging for in-process runs, once per test process (each
+    `configure_project` re-applies Kedro's logging config, which would drop pytest's log capture handlers
+    in the middle of a test)."""
+    global _KEDRO_CONFIGURED
+    if not _KEDRO_CONFIGURED:
+        from kedro.framework.project import configure_project
+
+        configure_project("cvpr24")
+        _KEDRO_CONFIGURED = True
+
+
 def kedro_session_run(project: Path, pipeline: str, *, env: str = "ci", tags: list[str] | None = None,
                       params: dict[str, Any] | None = None) -> dict[str, Any]:
     """`kedro run --pipeline=<pipeline> --env=<env> [--tags] [--params]` in this process (KedroSession),
     from `project` as working directory. The process-wide state a run sets (environment, torch threads and
-    determinism, random generators, MLflow's tracking URI and active run) is put back afterwards, so later
+    determinism, random generators, MLflow's tracking URI, active experiment and run) is put back afterwards, so later
     tests see none of it. A failing node's exception propagates, as the CLI's would."""
     import mlflow
-    from kedro.framework.project import configure_project
     from kedro.framework.session import KedroSession
 
-    configure_project("cvpr24")
+    configure_kedro()
+    params = {**(params or {})}
+    params["runtime"] = {"threads": TEST_THREADS, **params.get("runtime", {})}
     saved_env, saved_cwd, saved_path = dict(os.environ), os.getcwd(), list(sys.path)
     saved_torch = _torch_state()
     saved_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    from mlflow.tracking import fluent as _fluent
+
+    saved_experiment = getattr(_fluent, "_active_experiment_id", None)
     os.environ.update(KEDRO_DISABLE_TELEMETRY="true", MPLBACKEND="Agg", GX_ANALYTICS_ENABLED="False")
     os.chdir(project)
     try:
@@ -222,6 +324,7 @@ def kedro_session_run(project: Path, pipeline: str, *, env: str = "ci", tags: li
     finally:
         while mlflow.active_run() is not None:
             mlflow.end_run("FAILED")
+        _fluent._active_experiment_id = saved_experiment  # kedro-mlflow set its session experiment
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
@@ -289,7 +392,7 @@ def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -320,28 +423,38 @@ class CiRun:
         return f"sqlite:///{self.project / 'mlruns' / 'mlflow.db'}"
 
     def catalog_path(self, dataset: str) -> Path:
-        """The file (or folder) of a catalog entry in the ci environment."""
+        """The file (or folder) of a catalog entry in the ci environment, dataset factories resolved
+        (so a test can read an output by its dataset name however the catalog declares it)."""
         from kedro.config import OmegaConfigLoader
+        from kedro.io import DataCatalog
 
         from cvpr24.settings import CONFIG_LOADER_ARGS
 
         conf = OmegaConfigLoader(str(self.project / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": "ci"},
                                  env="ci")
-        entry = conf["catalog"][dataset]
-        return self.project / (entry.get("filepath") or entry.get("path"))
+        found = DataCatalog.from_config(conf["catalog"]).get(dataset)
+        if found is None:
+            raise KeyError(f"{dataset} is not in the ci catalog")
+        desc = found._describe()
+        path = desc.get("filepath") or desc.get("path")
+        if path is None:
+            raise KeyError(f"{dataset} ({type(found).__name__}) has no file")
+        return self.project / str(path)
 
 
 @pytest.fixture(scope="session")
 def ci_run(tmp_path_factory):
     """`ci_run(slug)`: the paper's ci pipeline run once per session (see the module docstring)."""
     done: dict[str, CiRun | BaseException] = {}
+    configure_kedro()  # here, in a fixture's setup, rather than in a test's call phase (see configure_kedro)
 
     def get(slug: str) -> CiRun:
         if slug not in done:
             project = make_project(tmp_path_factory.mktemp(f"ci_{slug}"))
             t0 = time.perf_counter()
             try:
-                proc = kedro(project, "run", f"--pipeline={slug}", "--env=ci")
+                proc = kedro(project, "run", f"--pipeline={slug}", "--env=ci",
+                             f"--params=runtime.threads={TEST_THREADS}")
             except BaseException as exc:  # noqa: BLE001 - every later test of this paper fails at once
                 done[slug] = exc
                 raise
@@ -397,7 +510,9 @@ class DvcRun:
 
 @pytest.fixture(scope="session")
 def mash_dvc(tmp_path_factory, mlflow_server) -> DvcRun:
-    """MASH's ci profile reproduced once through `dvc repro` (see the module docstring)."""
+    """MASH's ci profile reproduced once through `dvc repro` (see the module docstring). These tests check
+    the wiring (stages, locks, remotes, tracking), not the committed ci numbers: the stages run on the
+    tests' torch threads (`threads` in params.yaml, templated into each stage's command; TEST_THREADS)."""
     project = make_project(tmp_path_factory.mktemp("mash_dvc"))
     use_ci_profile(project)
     team = yaml.safe_load((REPO / "conf" / "team" / "mlflow.yml").read_text())

@@ -17,16 +17,16 @@ from tests.conftest import kedro_session_fails, kedro_session_run, make_project
 
 
 @pytest.fixture(scope="module")
-def bus(ci_run):
+def bus_run(ci_run):
     return ci_run("bus")
 
 
 @pytest.fixture(scope="module")
-def bus_ci_project(bus):
-    return bus.project
+def bus_ci_project(bus_run):
+    return bus_run.project
 
 
-def test_ci_run_writes_tables_claims_figures(bus, bus_ci_project):
+def test_ci_run_writes_tables_claims_figures(bus_run, bus_ci_project):
     rep = bus_ci_project / "reports" / "ci" / "bus"
     for t in ("table_supp_baselines", "table_readme", "table_main", "table_ablation"):
         assert (rep / f"{t}.md").is_file() and (rep / f"{t}.csv").is_file()
@@ -49,7 +49,7 @@ def test_ci_run_writes_tables_claims_figures(bus, bus_ci_project):
         assert (rep / "figures" / f"{fig}.png").stat().st_size > 1000
     runs = pd.read_csv(rep / "runs.csv")
     assert runs.groupby("variant")["seed"].nunique().min() >= 2  # every row over two seeds
-    seconds = bus.seconds
+    seconds = bus_run.seconds
     # budget 60 s alone on 2 cores; the slack is for a machine shared with other jobs
     assert seconds < 300, f"ci run took {seconds:.0f} s"
 

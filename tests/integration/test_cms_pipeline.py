@@ -17,16 +17,16 @@ from tests.conftest import kedro_session_fails, kedro_session_run, make_project
 
 
 @pytest.fixture(scope="module")
-def cms(ci_run):
+def cms_run(ci_run):
     return ci_run("cms")
 
 
 @pytest.fixture(scope="module")
-def cms_ci_project(cms):
-    return cms.project
+def cms_ci_project(cms_run):
+    return cms_run.project
 
 
-def test_ci_run_writes_every_table_claim_and_figure(cms, cms_ci_project):
+def test_ci_run_writes_every_table_claim_and_figure(cms_run, cms_ci_project):
     rep = cms_ci_project / "reports" / "ci" / "cms"
     for t in ("gcd", "inductive", "ablation", "k_study", "k_estimation", "clip"):
         assert (rep / f"table_{t}.md").is_file() and (rep / f"table_{t}.csv").is_file()
@@ -46,7 +46,7 @@ def test_ci_run_writes_every_table_claim_and_figure(cms, cms_ci_project):
     assert "CMS" in metrics["gcd"] and set(metrics["claims"]) == set(claims["id"])
     for fig in ("embeddings_2d", "accuracy_vs_k", "k_estimate", "ims_steps"):
         assert (rep / "figures" / f"{fig}.png").stat().st_size > 2000
-    seconds = cms.seconds
+    seconds = cms_run.seconds
     assert seconds < 150, f"ci run took {seconds:.0f} s (budget 60 s on 2 cores, slack for a loaded machine)"
 
 

@@ -16,16 +16,16 @@ from tests.conftest import kedro_session_fails, kedro_session_run, make_project
 
 
 @pytest.fixture(scope="module")
-def ddps(ci_run):
+def ddps_run(ci_run):
     return ci_run("ddps")
 
 
 @pytest.fixture(scope="module")
-def ddps_ci_project(ddps):
-    return ddps.project
+def ddps_ci_project(ddps_run):
+    return ddps_run.project
 
 
-def test_ci_run_writes_every_table_claim_and_figure(ddps, ddps_ci_project):
+def test_ci_run_writes_every_table_claim_and_figure(ddps_run, ddps_ci_project):
     rep = ddps_ci_project / "reports" / "ci" / "ddps"
     for i in range(1, 6):
         assert (rep / f"table_{i}.md").is_file() and (rep / f"table_{i}.csv").is_file()
@@ -47,7 +47,7 @@ def test_ci_run_writes_every_table_claim_and_figure(ddps, ddps_ci_project):
     for fig in ("patterns", "normals", "error_vs_n", "training"):
         assert (rep / "figures" / f"{fig}.png").stat().st_size > 1000
     assert "not found" in (rep / "README.md").read_text()
-    seconds = ddps.seconds
+    seconds = ddps_run.seconds
     assert seconds < 240, f"ci run took {seconds:.0f} s (budget 60 s on 2 idle cores; slack for a loaded machine)"
 
 

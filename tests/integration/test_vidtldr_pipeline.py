@@ -18,16 +18,16 @@ from tests.conftest import kedro_session_fails, kedro_session_run, make_project
 
 
 @pytest.fixture(scope="module")
-def vidtldr(ci_run):
+def vidtldr_run(ci_run):
     return ci_run("vidtldr")
 
 
 @pytest.fixture(scope="module")
-def vidtldr_ci_project(vidtldr):
-    return vidtldr.project
+def vidtldr_ci_project(vidtldr_run):
+    return vidtldr_run.project
 
 
-def test_ci_run_writes_tables_claims_metrics(vidtldr, vidtldr_ci_project):
+def test_ci_run_writes_tables_claims_metrics(vidtldr_run, vidtldr_ci_project):
     rep = vidtldr_ci_project / "reports" / "ci" / "vidtldr"
     for i in range(1, 5):
         assert (rep / f"table_{i}.md").is_file() and (rep / f"table_{i}.csv").is_file()
@@ -51,7 +51,7 @@ def test_ci_run_writes_tables_claims_metrics(vidtldr, vidtldr_ci_project):
     assert "vid-TLDR" in metrics["table_3"] and "V8" in metrics["claims"]
     assert (rep / "figures" / "accuracy_vs_gflops.png").stat().st_size > 1000
     assert (rep / "figures" / "saliency_and_merging.png").stat().st_size > 1000
-    seconds = vidtldr.seconds
+    seconds = vidtldr_run.seconds
     assert seconds < 300, f"ci run took {seconds:.0f} s (budget 60 s on 2 idle cores; slack for a loaded machine)"
 
 

@@ -8,10 +8,10 @@ passed through unchanged (progress bars included), and its exit status is return
 `python -m cvpr24.core.repro --tour [--fresh] [--dest .tour]` is `make tour`: a scratch copy of the project
 (`.tour/`, git- and DVC-ignored) switched to the `ci` profile, in which `dvc repro` runs every implemented
 paper's five stages and the index, exactly as `make repro` does on the embedded data but at ci sizes
-(minutes instead of half an hour). The copy is a DVC project and a git repository of its own, so
-`dvc status`, `dvc metrics show`, `dvc exp run -S ...` and `kedro mlflow ui --env ci` work inside it.
-A second `make tour` refreshes the copy's code and configuration and re-runs only what changed
-(`--fresh` starts over).
+(minutes instead of half an hour; one torch thread per stage unless `--threads 2`). The copy is a DVC
+project and a git repository of its own, so `dvc status`, `dvc metrics show`, `dvc exp run -S ...` and
+`kedro mlflow ui --env ci` work inside it. A second `make tour` refreshes the copy's code and
+configuration and re-runs only what changed (`--fresh` starts over).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Progress:
         slug, stage = pm.groups()
         if slug not in self.started_papers:
             self.started_papers.append(slug)
-        k = self.papers.index(slug) + 1 if slug in self.papers else len(self.started_papers)
+        k = self.started_papers.index(slug) + 1  # in the order DVC runs them
         stages = self.stages.get(slug, [])
         j = f" ({stages.index(stage) + 1}/{len(stages)})" if stage in stages else ""
         return f"==> [{elapsed}] paper {k}/{len(self.papers)} {slug}: stage {stage}{j}"
@@ -113,9 +113,10 @@ def repro(args: list[str], cwd: Path = ROOT, out=None) -> int:
     return rc
 
 
-def copy_project(dest: Path, fresh: bool = False) -> Path:
+def copy_project(dest: Path, fresh: bool = False, threads: int | None = None) -> Path:
     """The project's code and configuration copied to `dest` (outputs, DVC cache and git history of an
-    earlier copy kept unless `fresh`), on the ci profile, as a git repository of its own."""
+    earlier copy kept unless `fresh`), on the ci profile (with `threads` torch threads per stage when
+    given), as a git repository of its own."""
     if fresh and dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -135,6 +136,8 @@ def copy_project(dest: Path, fresh: bool = False) -> Path:
     (dest / "conf" / "local").mkdir(exist_ok=True)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params.update(CI_GLOBALS)
+    if threads:
+        params["threads"] = int(threads)
     (dest / "params.yaml").write_text(
         "# the tour's copy of params.yaml: the ci profile (written by python -m cvpr24.core.repro --tour)\n"
         + yaml.safe_dump(params, sort_keys=False))
@@ -151,10 +154,10 @@ def _commit(dest: Path, message: str) -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def tour(dest: Path, fresh: bool = False, out=None) -> int:
+def tour(dest: Path, fresh: bool = False, threads: int | None = 1, out=None) -> int:
     out = out or sys.stdout
     start = time.monotonic()
-    dest = copy_project(dest, fresh=fresh)
+    dest = copy_project(dest, fresh=fresh, threads=threads)
     print(f"==> the tour: every implemented paper's ci profile through DVC in {dest}", file=out, flush=True)
     rc = repro([], cwd=dest, out=out)
     if rc != 0:
@@ -180,8 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--tour", action="store_true")
         parser.add_argument("--dest", default=str(ROOT / ".tour"))
         parser.add_argument("--fresh", action="store_true", help="start from an empty copy")
+        parser.add_argument("--threads", type=int, default=1,
+                            help="torch threads per stage (default 1: the ci profile's tiny networks train "
+                                 "faster on one thread; 2 runs them exactly as make ci-check does)")
         args = parser.parse_args(argv)
-        return tour(Path(args.dest), fresh=args.fresh)
+        return tour(Path(args.dest), fresh=args.fresh, threads=args.threads)
     return repro(argv)
 
 

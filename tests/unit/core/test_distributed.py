@@ -49,6 +49,7 @@ def die_on_rank_one() -> None:
     dist.barrier()  # rank 0 would wait here forever without failure detection
 
 
+@pytest.mark.slow  # two worker processes under the elastic launcher: not in make test-fast
 def test_two_workers_match_one_process():
     single = D.launch(fit_linear, nprocs=1)
     parallel = D.launch(fit_linear, nprocs=2, backend="gloo", timeout_s=60, threads_per_worker=1)
@@ -57,6 +58,7 @@ def test_two_workers_match_one_process():
     assert not torch.equal(single["weight"], torch.nn.Linear(5, 1).weight)  # it did train
 
 
+@pytest.mark.slow  # two worker processes under the elastic launcher: not in make test-fast
 def test_dead_worker_fails_fast_with_a_clear_error():
     start = time.perf_counter()
     with pytest.raises(D.DistributedWorkerError, match=r"failed on [12] of 2 workers \(rank [01]: ") as err:
