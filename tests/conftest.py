@@ -26,6 +26,7 @@ KedroSession: no interpreter start-up, for phase re-runs and bad-input runs), `d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -35,6 +36,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,6 +388,21 @@ def start(cmd: list[str], log_path: Path, cwd: Path | None = None, **extra: str)
     return proc
 
 
+@contextlib.contextmanager
+def serve(argv: Callable[[int], list[str]], health: str, log_path: Path, cwd: Path | None = None,
+          timeout: float = 120, **extra: str) -> Iterator[str]:
+    """A server on a free loopback port for the duration of a `with` block: `argv(port)` is its command,
+    `health` the path that answers once it is up; yields its base URL and stops it afterwards."""
+    port = free_port()
+    proc = start(argv(port), log_path, cwd=cwd, **extra)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}{health}", proc, timeout=timeout)
+        yield url
+    finally:
+        stop(proc)
+
+
 def stop(proc: subprocess.Popen) -> None:
     import signal
 
@@ -480,17 +497,11 @@ def mash_ci_project(ci_run) -> Path:
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1: SQLite backend, artifacts stored and served by the server."""
     root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    proc = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                  "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                  "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
-                  "--workers", "1"], root / "server.log", cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", proc, timeout=180)
+    with serve(lambda port: [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                             "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
+                             "--workers", "1"], "/health", root / "server.log", cwd=root, timeout=180) as url:
         yield url
-    finally:
-        stop(proc)
 
 
 MASH_STAGES = "pipelines/mash/dvc.yaml"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BIN, MASH_STAGES, REPO, free_port, run, start, stop, wait_http
+from tests.conftest import BIN, MASH_STAGES, REPO, run, serve
 
 pytestmark = pytest.mark.ops
 STAGE = MASH_STAGES
@@ -52,14 +52,9 @@ def test_second_repro_refuses_cleanly_and_the_first_finishes_intact(mash_dvc):
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("moto")
-    port = free_port()
-    proc = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], root / "moto.log", cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/moto-api/", proc, timeout=90)
+    with serve(lambda port: [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], "/moto-api/",
+               root / "moto.log", cwd=root, timeout=90) as url:
         yield url
-    finally:
-        stop(proc)
 
 
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

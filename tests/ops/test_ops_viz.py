@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import REPO, make_project
-from tests.ops.conftest import BIN, OFFLINE, free_port, offline_page, start, stop, wait_http
+from tests.conftest import REPO, make_project, serve
+from tests.ops.conftest import BIN, OFFLINE, offline_page
 
 pytestmark = pytest.mark.ops
 
@@ -30,15 +30,10 @@ def viz(tmp_path_factory):
     for conf in project.glob("conf/*/catalog/*.yml"):
         if conf.stem not in ("mash", "papers"):  # papers.yml: the factories every paper's catalog shares
             conf.unlink()
-    port = free_port()
-    proc = start([str(BIN / "kedro"), "viz", "run", "--host", "127.0.0.1", "--port", str(port), "--no-browser",
-                  "--pipeline", "mash", "--env", "ci"], project / "viz.log", cwd=project, **OFFLINE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/api/main", proc, timeout=180)
+    with serve(lambda port: [str(BIN / "kedro"), "viz", "run", "--host", "127.0.0.1", "--port", str(port),
+                             "--no-browser", "--pipeline", "mash", "--env", "ci"], "/api/main", project / "viz.log",
+               cwd=project, timeout=180, **OFFLINE) as url:
         yield url
-    finally:
-        stop(proc)
 
 
 def test_viz_api_holds_the_mash_graph(viz):

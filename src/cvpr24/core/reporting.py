@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 
 from cvpr24.core import runtime
-
 from cvpr24.core.claims import NA, tally, tally_text
 
 NOT_FOUND = "not found"

@@ -6,9 +6,9 @@ The nodes name their datasets and parameters without the paper's prefix; `namesp
 
 from __future__ import annotations
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline, node
 
-from cvpr24.core.reporting import mlflow_rows
+from cvpr24.core.pipelines import paper_pipeline
 from cvpr24.pipelines.bus import nodes as n
 from cvpr24.pipelines.bus.report import render
 
@@ -26,10 +26,9 @@ def create_pipeline(**kwargs) -> Pipeline:
         node(n.table_rows,
              ["per_run", "paper", "params:evaluate", "params:train", "params:runtime", "raw_manifest", "job_log"],
              "table_rows", name="table_rows", tags=["evaluate"]),
-        node(mlflow_rows, ["table_rows", "paper"], "mlflow_runs", name="log_runs", tags=["evaluate"]),
         node(render,
              ["per_run", "threshold_sweep", "examples", "table_rows", "job_log", "train_history", "paper",
               "params:report", "params:evaluate", "params:train", "params:runtime"],
              "report", name="report", tags=["report"]),
     ]
-    return pipeline(nodes, namespace="bus", parameters={"runtime": "runtime"})
+    return paper_pipeline("bus", nodes)

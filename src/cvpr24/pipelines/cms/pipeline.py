@@ -6,9 +6,9 @@ The nodes name their datasets and parameters without the paper's prefix; `namesp
 
 from __future__ import annotations
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline, node
 
-from cvpr24.core.reporting import mlflow_rows
+from cvpr24.core.pipelines import paper_pipeline
 from cvpr24.pipelines.cms import nodes as n
 from cvpr24.pipelines.cms.report import render
 
@@ -30,9 +30,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         node(n.table_rows, ["results", "train_log", "paper", "params:data", "params:evaluate", "params:runtime",
                             "raw_manifest"],
              "table_rows", name="table_rows", tags=["evaluate"]),
-        node(mlflow_rows, ["table_rows", "paper"], "mlflow_runs", name="log_runs", tags=["evaluate"]),
         node(render, ["results", "curves", "embeddings", "train_log", "table_rows", "paper", "params:report",
                       "params:data", "params:evaluate.column_datasets", "params:runtime"],
              "report", name="report", tags=["report"]),
     ]
-    return pipeline(nodes, namespace="cms", parameters={"runtime": "runtime"})
+    return paper_pipeline("cms", nodes)

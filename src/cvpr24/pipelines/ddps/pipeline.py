@@ -6,9 +6,9 @@ The nodes name their datasets and parameters without the paper's prefix; `namesp
 
 from __future__ import annotations
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline, node
 
-from cvpr24.core.reporting import mlflow_rows
+from cvpr24.core.pipelines import paper_pipeline
 from cvpr24.pipelines.ddps import nodes as n
 from cvpr24.pipelines.ddps.report import render
 
@@ -28,10 +28,9 @@ def create_pipeline(**kwargs) -> Pipeline:
              ["per_scene", "runs", "train_log", "paper", "params:evaluate", "params:train", "params:runtime",
               "raw_manifest"],
              "table_rows", name="table_rows", tags=["evaluate"]),
-        node(mlflow_rows, ["table_rows", "paper"], "mlflow_runs", name="log_runs", tags=["evaluate"]),
         node(render,
              ["per_scene", "table_rows", "patterns", "runs", "normal_maps", "model_input", "train_history", "paper",
               "params:report", "params:evaluate", "params:runtime"],
              "report", name="report", tags=["report"]),
     ]
-    return pipeline(nodes, namespace="ddps", parameters={"runtime": "runtime"})
+    return paper_pipeline("ddps", nodes)

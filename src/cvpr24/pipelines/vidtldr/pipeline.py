@@ -6,9 +6,9 @@ node `train` -> `vidtldr.train`), and groups the nodes in kedro-viz. `params:run
 
 from __future__ import annotations
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline, node
 
-from cvpr24.core.reporting import mlflow_rows
+from cvpr24.core.pipelines import paper_pipeline
 from cvpr24.pipelines.vidtldr import nodes as n
 from cvpr24.pipelines.vidtldr.report import render
 
@@ -30,10 +30,9 @@ def create_pipeline(**kwargs) -> Pipeline:
              ["sweep", "per_clip", "saliency", "raw_manifest", "paper", "params:evaluate", "params:model",
               "params:train", "params:runtime"],
              "table_rows", name="table_rows", tags=["evaluate"]),
-        node(mlflow_rows, ["table_rows", "paper"], "mlflow_runs", name="log_runs", tags=["evaluate"]),
         node(render,
              ["sweep", "saliency", "example", "table_rows", "train_log", "paper", "params:report",
               "params:evaluate", "params:model", "params:runtime"],
              "report", name="report", tags=["report"]),
     ]
-    return pipeline(nodes, namespace="vidtldr", parameters={"runtime": "runtime"})
+    return paper_pipeline("vidtldr", nodes)
