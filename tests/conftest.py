@@ -44,11 +44,11 @@ from typing import Any
 import pytest
 import yaml
 
+# first of the project: importing cvpr24 pins the machine-independent CPU kernels before any test runs torch
+from cvpr24.core.repro import CI_GLOBALS, copy_code
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-COPY = ["pyproject.toml", "src", "conf", "pipelines", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore",
-        ".telemetry"]
-CI_GLOBALS = {"profile": "ci", "data_root": "data/ci", "reports_root": "reports/ci"}
 # torch threads of the pipelines the tests run (`runtime.threads`). The tests check behaviour and wiring,
 # not the committed ci numbers (`make ci-check` does, with the profile's own 2 threads): the ci profile's
 # tiny networks train faster on one thread, and several times faster when other jobs share the 2 cores
@@ -192,17 +192,7 @@ def env(**extra: str) -> dict[str, str]:
 
 def make_project(dest: Path) -> Path:
     """A throw-away copy of the project's code, configuration and DVC files (no data, reports or runs)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in COPY:
-        src = REPO / item
-        if src.is_dir():
-            shutil.copytree(src, dest / item,
-                            ignore=shutil.ignore_patterns("local", "__pycache__", "*.egg-info", "dvc.lock"))
-        elif src.exists():
-            (dest / item).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / item)
-    (dest / "conf" / "local").mkdir(exist_ok=True)
-    return dest
+    return copy_code(dest)
 
 
 def use_ci_profile(project: Path, **extra: Any) -> None:

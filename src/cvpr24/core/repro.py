@@ -113,18 +113,15 @@ def repro(args: list[str], cwd: Path = ROOT, out=None) -> int:
     return rc
 
 
-def copy_project(dest: Path, fresh: bool = False, threads: int | None = None) -> Path:
-    """The project's code and configuration copied to `dest` (outputs, DVC cache and git history of an
-    earlier copy kept unless `fresh`), on the ci profile (with `threads` torch threads per stage when
-    given), as a git repository of its own."""
-    if fresh and dest.exists():
-        shutil.rmtree(dest)
+def copy_code(dest: Path, keep_locks: bool = False) -> Path:
+    """The project's code, configuration and DVC files (`COPY`) copied into `dest`; the repository's own
+    dvc.lock files are never copied (a copy keeps its own record of what ran there when `keep_locks`)."""
     dest.mkdir(parents=True, exist_ok=True)
     for item in COPY:
         src, dst = ROOT / item, dest / item
         if src.is_dir():
-            # keep the copy's dvc.lock files (its own record of what ran); replace everything else
-            locks = {p.relative_to(dst): p.read_bytes() for p in dst.rglob("dvc.lock")} if dst.exists() else {}
+            locks = ({p.relative_to(dst): p.read_bytes() for p in dst.rglob("dvc.lock")}
+                     if keep_locks and dst.exists() else {})
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("local", "__pycache__", "*.egg-info",
                                                                     "dvc.lock"))
@@ -134,6 +131,16 @@ def copy_project(dest: Path, fresh: bool = False, threads: int | None = None) ->
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
     (dest / "conf" / "local").mkdir(exist_ok=True)
+    return dest
+
+
+def copy_project(dest: Path, fresh: bool = False, threads: int | None = None) -> Path:
+    """The project's code and configuration copied to `dest` (outputs, DVC cache and git history of an
+    earlier copy kept unless `fresh`), on the ci profile (with `threads` torch threads per stage when
+    given), as a git repository of its own."""
+    if fresh and dest.exists():
+        shutil.rmtree(dest)
+    copy_code(dest, keep_locks=True)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params.update(CI_GLOBALS)
     if threads:
