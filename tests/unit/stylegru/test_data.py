@@ -269,7 +269,7 @@ def test_index_faceshifter_and_deeperforensics(tmp_path):
 
 # ----------------------------------------------------------------------------------- frame readers
 def test_mp4_round_trip(tmp_path):
-    iio = pytest.importorskip("imageio_ffmpeg")
+    import imageio_ffmpeg as iio  # pinned in pyproject.toml: a missing package is a failure, not a skip
     frames = np.stack([np.full((16, 16, 3), (20 * k + 30, 120, 200 - 20 * k), np.uint8) for k in range(6)])
     path = tmp_path / "v.mp4"
     writer = iio.write_frames(str(path), (16, 16), fps=25, macro_block_size=1, output_params=["-crf", "10"])

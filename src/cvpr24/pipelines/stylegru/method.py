@@ -110,6 +110,18 @@ def load_encoder(result: dict[str, Any]) -> torch.nn.Module:
     return enc.eval()
 
 
+def _keep_best(extra: dict[str, Any], net: torch.nn.Module, score: float, at: int) -> None:
+    """Model selection on validation: keep the weights of the best score so far (in the checkpoint's extra)."""
+    if score > extra["best_score"]:
+        extra.update(best_score=score, best_at=at,
+                     best_state={k: v.detach().clone() for k, v in net.state_dict().items()})
+
+
+def _restore_best(net: torch.nn.Module, extra: dict[str, Any]) -> None:
+    if extra["best_state"] is not None:
+        net.load_state_dict(extra["best_state"])
+
+
 # ------------------------------------------------------------------------------------------ stage 1
 def style_input(latents: np.ndarray | torch.Tensor, job: dict[str, Any]) -> torch.Tensor:
     """(N, T, 9, 8) -> (N, T-1, dims): the flow (s_{t+1} - s_t) of the chosen levels, or for the latent
@@ -153,7 +165,7 @@ def fit_stage1(train: dict[str, np.ndarray], val: dict[str, np.ndarray], job: di
     per_epoch = max(1, int(cfg["triplets"]) // bs)
     n_steps = per_epoch * int(cfg["epochs"])
     gen = torch_generator(derive_seed(seed, job["id"], "triplets"))
-    extra: dict[str, Any] = {"best_acc": -1.0, "best_state": None, "best_epoch": -1}
+    extra: dict[str, Any] = {"best_score": -1.0, "best_state": None, "best_at": -1}
 
     def val_acc() -> float:
         net.eval()
@@ -183,19 +195,16 @@ def fit_stage1(train: dict[str, np.ndarray], val: dict[str, np.ndarray], job: di
         if (step + 1) % per_epoch == 0:
             acc = val_acc()
             out["val_acc"] = acc
-            if acc > extra["best_acc"]:
-                extra.update(best_acc=acc, best_epoch=(step + 1) // per_epoch,
-                             best_state={k: v.detach().clone() for k, v in net.state_dict().items()})
+            _keep_best(extra, net, acc, (step + 1) // per_epoch)
         return out
 
     state = TrainState(generators={"triplets": gen}, get_extra=lambda: dict(extra), set_extra=extra.update)
     history = train_loop(model=net, optimizer=opt, step_fn=step_fn, n_steps=n_steps, state=state,
                          checkpointer=checkpointer, every=per_epoch, log_every=int(cfg.get("log_every", 25)),
                          desc=f"stylegru: {job['id']}", progress=progress)
-    if extra["best_state"] is not None:
-        net.load_state_dict(extra["best_state"])
-    return {"state": net.state_dict(), "history": history, "best_epoch": int(extra["best_epoch"]),
-            "best_val_acc": float(extra["best_acc"]), "in_dim": int(xa.shape[-1]), "steps": int(xa.shape[1])}
+    _restore_best(net, extra)
+    return {"state": net.state_dict(), "history": history, "best_epoch": int(extra["best_at"]),
+            "best_val_acc": float(extra["best_score"]), "in_dim": int(xa.shape[-1]), "steps": int(xa.shape[1])}
 
 
 def stylegru_from(result: dict[str, Any], cfg: dict[str, Any]) -> torch.nn.Module:
@@ -250,7 +259,7 @@ def fit_stage2(train: dict[str, np.ndarray], val: dict[str, np.ndarray], job: di
     gen = torch_generator(derive_seed(seed, job["id"], "batches"))
     labels = train["label"].astype(np.int64)
     frames = torch.from_numpy(train["frames"])
-    extra: dict[str, Any] = {"best_auc": -1.0, "best_state": None, "best_step": -1}
+    extra: dict[str, Any] = {"best_score": -1.0, "best_state": None, "best_at": -1}
 
     def forward(fr: torch.Tensor, e: torch.Tensor | None) -> torch.Tensor:
         return net(to_float(fr)) if job["model"] == "frame" else net(to_float(fr), e)
@@ -271,19 +280,16 @@ def fit_stage2(train: dict[str, np.ndarray], val: dict[str, np.ndarray], job: di
         if (step + 1) % every == 0 or step + 1 == n_steps:
             auc = val_auc()
             out["val_auc"] = auc
-            if auc > extra["best_auc"]:
-                extra.update(best_auc=auc, best_step=step + 1,
-                             best_state={k: v.detach().clone() for k, v in net.state_dict().items()})
+            _keep_best(extra, net, auc, step + 1)
         return out
 
     state = TrainState(generators={"batches": gen}, get_extra=lambda: dict(extra), set_extra=extra.update)
     history = train_loop(model=net, optimizer=opt, step_fn=step_fn, n_steps=n_steps, state=state,
                          checkpointer=checkpointer, every=every, log_every=int(cfg.get("log_every", 10)),
                          desc=f"stylegru: {job['id']}", progress=progress)
-    if extra["best_state"] is not None:
-        net.load_state_dict(extra["best_state"])
-    return {"state": net.state_dict(), "history": history, "best_step": int(extra["best_step"]),
-            "best_val_auc": float(extra["best_auc"]), "style_dim": 0 if e_tr is None else int(e_tr.shape[1]),
+    _restore_best(net, extra)
+    return {"state": net.state_dict(), "history": history, "best_step": int(extra["best_at"]),
+            "best_val_auc": float(extra["best_score"]), "style_dim": 0 if e_tr is None else int(e_tr.shape[1]),
             "clip_len": clip_len}
 
 
