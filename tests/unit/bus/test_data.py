@@ -229,3 +229,24 @@ def test_source_and_target_styles_differ():
     for cid in (D.ROAD, D.SKY, D.CAR):  # the same class has a different colour in the two domains
         gap = np.abs(s_img[s_lab == cid].mean(0) - t_img[t_lab == cid].mean(0)).max()
         assert gap > 10, (cid, gap)
+
+
+def test_random_hue_private_objects_take_one_random_colour_each():
+    cfg = {**CFG, "domains": {"source": {**CFG["domains"]["source"], "private_style": "random_hue"},
+                              "target": {**CFG["domains"]["target"], "private_style": "random_hue",
+                                         "private_count": [3, 3]}}}
+    img, lab = D.generate_split(12, "source", 0, cfg)       # the source has no noise: colours are exact
+    again, _ = D.generate_split(12, "source", 0, cfg)
+    assert (img == again).all()
+    from scipy import ndimage
+    colours = set()
+    for i in range(len(img)):
+        comps, n = ndimage.label(np.isin(lab[i], D.PRIVATE_IDS))
+        for k in range(1, n + 1):
+            colours.add(tuple(np.unique(img[i][comps == k], axis=0)[0]))
+            assert len(np.unique(img[i][comps == k], axis=0)) == 1    # one colour per object
+    assert len(colours) > 5                                              # and a different one per object
+    _, t_lab = D.generate_split(12, "target", 0, cfg)
+    assert all(len(np.unique(D.ndimage.label(np.isin(t, D.PRIVATE_IDS))[0])) > 1 for t in t_lab)
+    with pytest.raises(ValueError, match="private_style"):
+        D.render(lab[0], "source", np.random.default_rng(0), cfg["domains"]["target"], "plaid")

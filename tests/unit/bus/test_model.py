@@ -28,6 +28,18 @@ def test_threshold_rule_is_less_or_equal_at_exactly_half():
     assert w.item() == pytest.approx(1 / 3)                   # DACS weight: share of pixels with p >= 0.968
 
 
+def test_dacs_weight_is_one_scalar_for_the_whole_batch():
+    """As DACS/MIC and the released BUS code: the share of confident pixels over the whole batch, the same
+    for every sample (a per-sample share would down-weight the images with the most unknown pixels)."""
+    probs = torch.zeros(2, 14, 1, 4)
+    probs[0, 0] = 1.0                                   # image 0: all 4 pixels confident
+    probs[1, 0, 0, 0] = 1.0                             # image 1: 1 of 4 confident, 3 at 0.5/0.5 -> private
+    probs[1, 1, 0, 1:], probs[1, 2, 0, 1:] = 0.5, 0.5
+    y, w = M.open_set_pseudo_labels(probs, 0.5, 0.968)
+    assert w.tolist() == pytest.approx([5 / 8, 5 / 8])
+    assert (y[1, 0, 1:] == PRIVATE_ID).all() and (y[0] == 0).all()
+
+
 def test_test_time_threshold_closed_set_never_predicts_private_without_the_rule():
     probs = torch.full((1, 14, 2, 2), 0.0)
     probs[:, 13] = 0.9
@@ -190,6 +202,43 @@ def test_attaching_private_only_inside_the_windows(monkeypatch):
                  {"refine": False, "decon": False, "ro": False, "ap": True}, cfg, 0, None, "t", False)
     expected = sum(M.in_refinement_window(s, 20, 0.3) for s in range(20))
     assert len(calls) == expected == 4
+
+
+def test_selftraining_logs_the_private_class_signals_and_decon_window_is_2p(monkeypatch):
+    """Every logged step carries the private class's label-free signals; DECON's window side is 2p."""
+    from cvpr24.pipelines.bus import method as Me
+
+    sides = []
+    real = M.decon_loss
+    monkeypatch.setattr(M, "decon_loss", lambda f, lab, window, *a, **k: sides.append(window) or real(f, lab, window, *a, **k))
+    cfg = _tiny_cfg(iterations=3)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8)
+    lab = rng.integers(0, 13, (4, 16, 16)).astype(np.uint8)
+    net = Me.build_model(cfg["model"])
+    out = Me.selftrain(net.state_dict(), img, lab, img, np.zeros((4, 16, 16), np.int32),
+                       {"refine": False, "decon": True, "ro": False, "ap": True}, cfg, 0, None, "t", False)
+    assert sides == [2 * cfg["selftrain"]["decon_window"]] * 3
+    for rec in out["history"]:
+        for k in ("pl_private", "pred_private", "sup_mix", "sup_mic", "sup_ap"):
+            assert 0.0 <= rec[k] <= 1.0, (k, rec[k])
+
+
+def test_private_signals_on_a_toy_batch():
+    from cvpr24.pipelines.bus.method import private_signals
+
+    pl = torch.tensor([[[PRIVATE_ID, 0], [0, 0]]])                  # 1 of 4 target pixels pseudo-labelled private
+    pw = torch.tensor([0.5])
+    cm = torch.tensor([[[False, False], [True, True]]])             # bottom row pasted from the source
+    logits = torch.zeros(1, 14, 2, 2)
+    logits[0, PRIVATE_ID, 0, 0] = logits[0, PRIVATE_ID, 1, 0] = 5.0  # predicted private at (0,0) and (1,0)
+    mixed_lab = torch.where(cm, torch.zeros_like(pl), pl)
+    mixed_w = torch.where(cm, torch.ones(1, 2, 2), torch.full((1, 2, 2), 0.5))
+    src_lab = torch.tensor([[[PRIVATE_ID, PRIVATE_ID], [1, 1]]])
+    src_w = torch.tensor([[[0.5, 0.5], [1.0, 1.0]]])
+    s = private_signals(pl, pw, logits, cm, mixed_lab, mixed_w, src_lab, src_w)
+    assert s == pytest.approx({"pl_private": 0.25, "pred_private": 0.5, "sup_mix": 0.125, "sup_mic": 0.125,
+                               "sup_ap": 0.25})
 
 
 def _tiny_cfg(iterations):

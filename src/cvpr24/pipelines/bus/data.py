@@ -8,6 +8,10 @@ OpenStreets (spec section 8) draws street scenes from a random layout into a *Ci
   blur and sensor noise; private objects (person, pole, truck, traffic sign) appear more often and at
   more varied sizes.
 
+Private objects are coloured per object at random (`private_style: random_hue`, the default profile) or from
+the class palette (`palette`); `private_prob`, `private_count` and `private_scale` set how often, how many
+and how large they are per domain (see conf/base/parameters/bus.yml for why the default profile's values).
+
 The id maps of `labels.py` then make the open-set protocol of section 2.1: the source keeps the private
 objects in its images but labels them 255; the target evaluation split labels them 13 (`private`). The
 target *train* split's labels are kept only as hidden labels for one measurement (pseudo-label accuracy)
@@ -60,7 +64,8 @@ def _ellipse(lab: np.ndarray, yy, xx, cy: float, cx: float, ry: float, rx: float
 
 
 def draw_layout(rng: np.random.Generator, height: int, width: int, private_prob: float,
-                private_scale: tuple[float, float], n_things: tuple[int, int]) -> np.ndarray:
+                private_scale: tuple[float, float], n_things: tuple[int, int],
+                private_count: tuple[int, int] = (1, 3)) -> np.ndarray:
     """One scene as a Cityscapes label-id map (uint8 H x W)."""
     H, W = height, width
     s = H / 64.0  # sizes below are for 64-pixel-high images
@@ -109,7 +114,7 @@ def draw_layout(rng: np.random.Generator, height: int, width: int, private_prob:
         fy, fx = foot()
         k = scale_at(fy)
         _draw_object(lab, yy, xx, kind, fy, fx, k, rng)
-    n_private = int(rng.random() < private_prob) * int(rng.integers(1, 4))
+    n_private = int(rng.random() < private_prob) * int(rng.integers(private_count[0], private_count[1] + 1))
     for _ in range(n_private):
         kind = PRIVATE_SHAPES[int(rng.integers(len(PRIVATE_SHAPES)))]
         fy, fx = foot()
@@ -161,11 +166,21 @@ def _rgb(h: float, s: float, v: float) -> np.ndarray:
                     np.float32)
 
 
-def render(lab: np.ndarray, domain: str, rng: np.random.Generator, target_cfg: dict[str, Any]) -> np.ndarray:
-    """Colour a label-id map in the `source` or `target` style; returns uint8 H x W x 3."""
+PRIVATE_IDS = (POLE, SIGN, PERSON, TRUCK)
+PRIVATE_STYLES = ("palette", "random_hue")
+
+
+def render(lab: np.ndarray, domain: str, rng: np.random.Generator, target_cfg: dict[str, Any],
+           private_style: str = "palette") -> np.ndarray:
+    """Colour a label-id map in the `source` or `target` style; returns uint8 H x W x 3. Private objects take
+    their class colour from PALETTE (`palette`) or one random colour per object (`random_hue`)."""
+    if private_style not in PRIVATE_STYLES:
+        raise ValueError(f"bus.data.domains.<domain>.private_style must be one of {PRIVATE_STYLES}, got {private_style!r}")
     H, W = lab.shape
     img = np.zeros((H, W, 3), np.float32)
     for cid in np.unique(lab):
+        if private_style == "random_hue" and int(cid) in PRIVATE_IDS:
+            continue  # painted per object below
         h, s, v = PALETTE.get(int(cid), (0, 0, 0.5))
         if domain == "target":
             h, s = h + float(target_cfg["hue_shift"]), s * float(target_cfg["saturation"])
@@ -181,6 +196,8 @@ def render(lab: np.ndarray, domain: str, rng: np.random.Generator, target_cfg: d
     if domain == "target":
         wh = wh + float(target_cfg["hue_shift"])
     img[win] = _rgb(wh, ws, wv)
+    if private_style == "random_hue":
+        _paint_private_random_hue(img, lab, domain, rng, target_cfg)
     if domain == "source":
         return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
     tex = ndimage.gaussian_filter(rng.normal(0, 1, (H, W)), 1.5)
@@ -193,6 +210,19 @@ def render(lab: np.ndarray, domain: str, rng: np.random.Generator, target_cfg: d
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
+def _paint_private_random_hue(img: np.ndarray, lab: np.ndarray, domain: str, rng: np.random.Generator,
+                              target_cfg: dict[str, Any]) -> None:
+    """`private_style: random_hue`: every private object (connected component) gets its own colour, hue
+    uniform on the circle, saturation 0.4-0.9 (times the target's saturation factor in the target), value
+    0.5-0.95: like clothing or liveries, no colour belongs to the private class, so a source-trained network
+    cannot map it confidently onto one common class by colour (the `palette` style puts person next to bus,
+    sign next to traffic light, pole next to road, and those objects are misread with confidence)."""
+    comps, n = ndimage.label(np.isin(lab, PRIVATE_IDS))
+    sat = float(target_cfg["saturation"]) if domain == "target" else 1.0
+    for k in range(1, n + 1):
+        img[comps == k] = _rgb(rng.uniform(0, 360), rng.uniform(0.4, 0.9) * sat, rng.uniform(0.5, 0.95))
+
+
 def generate_split(n: int, domain: str, seed: int, cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """`n` scenes of one domain: images uint8 (n, H, W, 3) and Cityscapes label-id maps uint8 (n, H, W)."""
     H, W = int(cfg["height"]), int(cfg["width"])
@@ -202,9 +232,9 @@ def generate_split(n: int, domain: str, seed: int, cfg: dict[str, Any]) -> tuple
     labels = np.zeros((n, H, W), np.uint8)
     for i in range(n):
         lab = draw_layout(rng, H, W, float(dom["private_prob"]), tuple(dom["private_scale"]),
-                          tuple(cfg["things_per_image"]))
+                          tuple(cfg["things_per_image"]), tuple(dom.get("private_count", (1, 3))))
         labels[i] = lab
-        images[i] = render(lab, domain, rng, cfg["domains"]["target"])
+        images[i] = render(lab, domain, rng, cfg["domains"]["target"], str(dom.get("private_style", "palette")))
     return images, labels
 
 

@@ -135,3 +135,37 @@ def figure_losses(history: pd.DataFrame, dpi: int) -> bytes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     return figure_png(fig, dpi)
+
+
+def private_share_curve(history: pd.DataFrame) -> pd.DataFrame:
+    """Per self-training row and logged step, the mean over seeds (and the seeds' std) of the private class's
+    label-free training signals (method.private_signals): the teacher's private pseudo-label share, the
+    student's private prediction share and the private supervision reaching the student through the
+    mixed images and attaching private. Empty when the history has none (e.g. an older cached run)."""
+    cols = [c for c in ("pl_private", "pred_private", "sup_mix", "sup_mic", "sup_ap") if c in history]
+    if history.empty or "pl_private" not in cols:
+        return pd.DataFrame(columns=["variant", "step"])
+    st = history[~history["job_id"].str.startswith("pretrain")].copy()
+    st["variant"] = st["job_id"].str.rsplit("_s", n=1).str[0]
+    g = st.groupby(["variant", "step"])[cols]
+    out = g.mean().join(g.std(ddof=1).add_suffix("_std")).reset_index()
+    out.insert(2, "n_seeds", g.size().to_numpy())
+    return out
+
+
+def figure_private_share(curve: pd.DataFrame, dpi: int) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
+    for variant, sub in curve.groupby("variant", sort=False):
+        label = VARIANTS.get(variant, {"label": variant})["label"]
+        axes[0].plot(sub["step"], 100 * sub["pl_private"], label=label, linewidth=1)
+        axes[1].plot(sub["step"], 100 * sub["pred_private"], label=label, linewidth=1)
+    axes[0].set_title("teacher: target pixels pseudo-labelled private", fontsize=9)
+    axes[1].set_title("student: target pixels of the mixed image predicted private", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("self-training iteration")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("% of pixels (mean over seeds)")
+    axes[1].legend(fontsize=6)
+    return figure_png(fig, dpi)

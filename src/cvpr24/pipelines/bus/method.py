@@ -27,7 +27,7 @@ from cvpr24.core.provenance import fingerprint_arrays, fingerprint_files
 from cvpr24.core.seeding import derive_seed, torch_generator
 from cvpr24.core.training import Checkpointer, TrainState, cached_job, job_key, train_loop
 from cvpr24.pipelines.bus import model as M
-from cvpr24.pipelines.bus.labels import IGNORE_ID
+from cvpr24.pipelines.bus.labels import IGNORE_ID, PRIVATE_ID
 
 PACKAGE_DIR = Path(__file__).parent
 
@@ -170,9 +170,11 @@ def selftrain(init: dict[str, torch.Tensor], src_img: np.ndarray, src_lab: np.nd
         loss_mic = weighted_ce(up[2 * B:], pl, pw[:, None, None].expand_as(pl).float())
         loss = loss_src + loss_mix + float(st["mic_lambda"]) * loss_mic
         metrics = {"loss_src": float(loss_src.detach()), "loss_mix": float(loss_mix.detach()),
-                   "loss_mic": float(loss_mic.detach()), "pseudo_weight": float(pw.mean())}
+                   "loss_mic": float(loss_mic.detach()), "pseudo_weight": float(pw.mean()),
+                   **private_signals(pl, pw, up[B:2 * B].detach(), cm, mixed_lab, mixed_w, ys, src_w)}
         if variant["decon"]:
-            ld = M.decon_loss(feats[B:2 * B], mixed_lab, int(st["decon_window"]), gen,
+            # `decon_window` is the paper's p (`crop_size`): the window's side is 2p, clipped to the feature map
+            ld = M.decon_loss(feats[B:2 * B], mixed_lab, 2 * int(st["decon_window"]), gen,
                               int(st["decon_kernel"]), int(st["decon_iterations"]))
             loss = loss + float(st["decon_weight"]) * ld
             extra["decon_active"] += int(float(ld.detach()) > 0)
@@ -193,6 +195,23 @@ def selftrain(init: dict[str, torch.Tensor], src_img: np.ndarray, src_lab: np.nd
                          progress=progress)
     return {"student": student.state_dict(), "teacher": teacher.state_dict(), "history": history,
             "diag": {k: float(v) for k, v in extra.items()}}
+
+
+def private_signals(pl: torch.Tensor, pw: torch.Tensor, mixed_logits: torch.Tensor, classmix: torch.Tensor,
+                    mixed_lab: torch.Tensor, mixed_w: torch.Tensor, src_lab: torch.Tensor, src_w: torch.Tensor
+                    ) -> dict[str, float]:
+    """Label-free training signals of the private class, logged per step (issue 13's measurements):
+    `pl_private` share of the target batch's pixels the teacher pseudo-labels private; `pred_private` share
+    of the target-derived pixels of the mixed images (ClassMix's non-source part) the student predicts
+    private; `sup_mix`, `sup_mic`, `sup_ap`: private supervision reaching the student per pixel of the mixed,
+    masked-target and source (attaching private) images, i.e. the mean of weight x [label == private]."""
+    tgt = ~classmix
+    pred = (mixed_logits.argmax(1) == PRIVATE_ID) & tgt
+    return {"pl_private": float((pl == PRIVATE_ID).float().mean()),
+            "pred_private": float(pred.float().sum() / tgt.float().sum().clamp_min(1.0)),
+            "sup_mix": float(((mixed_lab == PRIVATE_ID) * mixed_w).mean()),
+            "sup_mic": float(((pl == PRIVATE_ID) * pw[:, None, None]).mean()),
+            "sup_ap": float(((src_lab == PRIVATE_ID) * src_w).mean())}
 
 
 def _relevant(job: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:

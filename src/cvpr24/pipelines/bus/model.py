@@ -89,11 +89,13 @@ def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
 def open_set_pseudo_labels(probs: torch.Tensor, pseudo_thres: float, conf_thres: float
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """probs (B, C, H, W) softmax of the teacher. Returns the pseudo-label (B, H, W): argmax, and
-    `private` (13) where the max probability is <= `pseudo_thres` (2.3); and the DACS weight per sample (B,):
-    the fraction of pixels whose confidence is >= `conf_thres`."""
+    `private` (13) where the max probability is <= `pseudo_thres` (2.3); and the DACS weight (B,): one scalar
+    for the whole batch, the fraction of the batch's pixels whose confidence is >= `conf_thres` (as DACS/MIC
+    and the released BUS code compute it), repeated per sample. A per-sample share would down-weight exactly
+    the images with the most low-confidence (unknown) pixels."""
     p, y = probs.max(1)
     y = torch.where(p <= pseudo_thres, torch.full_like(y, PRIVATE_ID), y)
-    weight = (p >= conf_thres).float().mean((1, 2))
+    weight = (p >= conf_thres).float().mean().expand(p.shape[0]).clone()
     return y, weight
 
 

@@ -20,7 +20,9 @@ from cvpr24.pipelines.bus.figures import (
     figure_examples,
     figure_iou_bars,
     figure_losses,
+    figure_private_share,
     figure_threshold,
+    private_share_curve,
     sweep_curve,
 )
 from cvpr24.pipelines.bus.labels import CLASS_NAMES
@@ -76,11 +78,13 @@ def what_the_numbers_show(per_run: pd.DataFrame) -> str:
                      f"{s.loc[BASE, 'common']:.2f}; its open-set pseudo-labels leave Private at "
                      f"{s.loc[BASE, 'private']:.2f}.")
     if {BASE, "source_only_thr"} <= set(s.index) and s.loc[BASE, "private"] < 0.5 * s.loc["source_only_thr", "private"]:
-        lines.append("- On this data and schedule the `private` output collapses during self-training. A likely "
-                     "cause: the low-confidence pixels that become `private` pseudo-labels are mostly ambiguous "
-                     "common-class pixels, while the source loss (weight 1, never `private`) pushes class 13 down "
-                     "everywhere, so the student learns to avoid it. The paper's setting (ImageNet-pretrained "
-                     "MiT-B5, 40k iterations) is not reproduced at this scale.")
+        lines.append("- On this data and schedule the `private` output collapses during self-training: the student "
+                     "never makes it its argmax, although the teacher keeps pseudo-labelling private pixels. Issue 13 "
+                     "measured the two causes on the earlier default profile: a self-training schedule too short to "
+                     "learn a new class (150 iterations did not learn it even from perfect private labels) and "
+                     "private pseudo-labels that fell mostly on common-class pixels (class boundaries, confused "
+                     "common classes), so that there was no consistent private class to learn from the target "
+                     "(pipelines/bus/README.md).")
     moves = {v: float(s.loc[v, "private"] - s.loc[BASE, "private"])
              for v in ("st_refine", "st_decon", "st_ro", "st_ap", "bus") if v in s.index and BASE in s.index}
     moves = {v: d for v, d in moves.items() if np.isfinite(d)}  # a row without a value is not "the largest"
@@ -129,6 +133,12 @@ def render(per_run: pd.DataFrame, sweep: pd.DataFrame, examples: dict[str, np.nd
     if not history.empty:
         figures.append(Figure("losses", "Training losses (source-only pretraining; seed-0 self-training runs).",
                               figure_losses(history, dpi)))
+    share = private_share_curve(history)
+    if not share.empty:
+        figures.append(Figure("private_share", "The private class over self-training, per row (mean over seeds): "
+                              "share of target pixels the teacher pseudo-labels private (confidence <= "
+                              f"{float(train['selftrain']['pseudo_thres']):g}) and share the student predicts "
+                              "private. Training signals only, no labels.", figure_private_share(share, dpi)))
     runs = runs_table(per_run)
     shown = [c for c in runs.columns if not c.startswith("iou_") and c != "variant"]
     sections = [("This run", this_run(per_run, job_log, train, ev)),
@@ -136,4 +146,6 @@ def render(per_run: pd.DataFrame, sweep: pd.DataFrame, examples: dict[str, np.nd
                 ("Every run (per seed)", runs[shown].round(2).to_markdown(index=False))]
     return build_report("bus", paper, rows, claims, profile=runtime.get("profile", "base"), figures=figures,
                         sections=sections, files={"runs.csv": runs.to_csv(index=False),
-                                                  "plots/threshold_sweep.csv": curve.to_csv(index=False)})
+                                                  "plots/threshold_sweep.csv": curve.to_csv(index=False),
+                                                  **({"plots/private_share.csv": share.to_csv(index=False)}
+                                                     if not share.empty else {})})
