@@ -91,8 +91,13 @@ def compare_ui(page, url: str, experiment_id: str, names: set[str], search: str)
     box.press("Enter")
     for name in sorted(names):
         page.get_by_role("link", name=name, exact=True).first.wait_for()
-    page.wait_for_timeout(1000)
     rows = page.get_by_label("Press Space to toggle row selection", exact=False)
+    # the table first shows every run and applies the filter a moment later (slower on a loaded machine):
+    # wait up to 30 s for it to settle on the filtered runs before checking them
+    for _ in range(60):
+        page.wait_for_timeout(500)
+        if rows.count() == len(names):
+            break
     assert rows.count() == len(names), f"{rows.count()} rows shown for {names}"
     for i in range(rows.count()):
         rows.nth(i).check(force=True)

@@ -151,8 +151,12 @@ def train_loop(
     log_fn: LogFn | None = None,
     desc: str = "train",
     progress: bool = True,
+    stop_at: int | None = None,
 ) -> list[dict[str, float]]:
     """Run `step_fn(step)` for step in [start, n_steps), checkpointing every `every` steps.
+
+    `stop_at` pauses the run after that many steps (the schedule still spans `n_steps`) and writes a
+    checkpoint there, so a later call with the same checkpointer continues it exactly where it stopped.
 
     Returns the history: one dict per logged step (`step` plus the metrics `step_fn` returned), the
     steps before a resume included. `scheduler.step()` is called after every `step_fn`.
@@ -187,7 +191,8 @@ def train_loop(
 
     bar = tqdm(total=n_steps, initial=start, desc=desc, disable=not progress, mininterval=1.0, leave=False)
     try:
-        for step in range(start, n_steps):
+        stop = n_steps if stop_at is None else min(int(stop_at), n_steps)
+        for step in range(start, stop):
             metrics = step_fn(step)
             if scheduler is not None:
                 scheduler.step()
@@ -200,7 +205,8 @@ def train_loop(
             bar.update(1)
             done = step + 1
             # in data-parallel runs every rank holds the same state: rank 0 alone writes it
-            if checkpointer is not None and done < n_steps and done % every == 0 and _is_main():
+            pause = done == stop < n_steps
+            if checkpointer is not None and done < n_steps and (done % every == 0 or pause) and _is_main():
                 checkpointer.save(done, snapshot(done))
     finally:
         bar.close()

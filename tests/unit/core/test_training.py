@@ -54,6 +54,21 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     assert [h["loss"] for h in hist] == [h["loss"] for h in ref_hist]
 
 
+def test_pause_writes_a_checkpoint_there_and_the_next_call_continues_exactly(tmp_path):
+    ref_model, ref_hist = _run(None)
+    ckpt = Checkpointer(tmp_path / "c")
+    model, opt, sched, gen, step_fn = _setup()
+    hist = train_loop(model=model, optimizer=opt, scheduler=sched, step_fn=step_fn, n_steps=30, stop_at=12,
+                      state=TrainState(generators={"g": gen}), checkpointer=ckpt, every=5, log_every=1,
+                      progress=False)
+    assert hist[-1]["step"] == 11 and ckpt.checkpoints()[-1].name == "step_00000012.pt"  # off the every-5 grid
+    assert sched.last_epoch == 12 and sched.T_max == 30  # the schedule still spans the whole run
+    model, hist = _run(ckpt)
+    for a, b in zip(ref_model.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert [h["loss"] for h in hist] == [h["loss"] for h in ref_hist]
+
+
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, caplog):
     ckpt = Checkpointer(tmp_path / "c")
     with pytest.raises(KeyboardInterrupt):

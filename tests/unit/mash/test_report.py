@@ -96,7 +96,7 @@ def test_table_4_uses_the_same_images_for_every_tile_size_and_reports_n():
     sel = pd.DataFrame([{"image_id": sid, "group": g, "tau": 0.5, "epsilon": 2.0, "mash_seconds": 3.0}
                         for sid, g in images.items()])
     params = {"column_groups": {"sidd_val": "cam_rgb", "sidd_bench": None, "fmdd": None, "polyu": None}}
-    train = {"selection": {"tau_high": 0.8}, "width": 8, "iterations": 1}
+    train = {"selection": {"preset": "paper", "presets": {"paper": {"tau_high": 0.8}}}, "width": 8, "iterations": 1}
     manifest = pd.DataFrame({"height": [32], "fingerprint": ["f"]})
     rows = table_rows(per, sel, jobs, log, PAPER, params, train, {"profile": "t"}, manifest)
     t4 = rows[rows["table"] == "table_4"].set_index("row")

@@ -151,9 +151,8 @@ def preprocess(clean: dict, noisy: dict, manifest: pd.DataFrame, prep: dict[str,
 
 
 # -------------------------------------------------------------------------------------------- train
-def train(jobs: pd.DataFrame, model_input: dict, oracle_psd: dict, train: dict[str, Any],
-          runtime: dict[str, Any]):
-    """Run every job (cached and resumable), return the outputs, a per-job log and the loss history."""
+def _run(jobs: pd.DataFrame, model_input: dict, oracle_psd: dict, train: dict[str, Any],
+         runtime: dict[str, Any], desc: str) -> list[dict[str, Any]]:
     code = code_fingerprint()
     specs = [
         {"job": {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()},
@@ -163,20 +162,67 @@ def train(jobs: pd.DataFrame, model_input: dict, oracle_psd: dict, train: dict[s
          "device": str(runtime.get("device", "cpu"))}
         for row in jobs.to_dict("records")
     ]
-    results = map_jobs(run_job, specs, workers=int(train["workers"]), threads=int(runtime["threads"]),
-                       desc="mash train jobs", progress=bool(runtime.get("progress", True)))
+    return map_jobs(run_job, specs, workers=int(train["workers"]), threads=int(runtime["threads"]),
+                    desc=desc, progress=bool(runtime.get("progress", True)))
+
+
+def _log_rows(results: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame([{"job_id": r["job_id"], "seconds": float(r["seconds"]), "cached": bool(r["cached"]),
+                          "residual_std": float(r["residual_std"]),
+                          "shuffled_fraction": float(r["shuffled_fraction"]),
+                          "sigma_estimate": float(r.get("sigma_estimate", float("nan")))} for r in results])
+
+
+def rules(selection: dict[str, Any]) -> dict[str, SelectionRule]:
+    """MASH's selection presets (Eq. 10), by name: `paper` (Sec. 4.1) and `released` (the official configs)."""
+    return {name: SelectionRule(**{k: float(v) for k, v in preset.items()})
+            for name, preset in selection["presets"].items()}
+
+
+def _final_jobs(jobs: pd.DataFrame, job_log: pd.DataFrame, selection: dict[str, Any]) -> pd.DataFrame:
+    """The final runs MASH's presets choose that the plan does not already hold (MASH's third training:
+    after the probes, only the ratio the rule picks is trained, as the method does per image)."""
+    merged = jobs.merge(job_log, on="job_id")
+    bsd = merged[merged["kind"] == "bsd"]
+    if bsd.empty:
+        return jobs.iloc[0:0]
+    tile = int(bsd["tile_size"].mode().iloc[0])
+    have = set(jobs["job_id"])
+    extra = []
+    for sid, grp in bsd.groupby("image_id", sort=False):
+        hi = _find_job(grp, sid, float(selection["probe_high"]), False, tile)
+        lo = _find_job(grp, sid, float(selection["probe_low"]), False, tile)
+        eps = abs(hi["residual_std"] - lo["residual_std"])
+        for rule in rules(selection).values():
+            tau, lps = rule.select(eps)
+            job_id = f"{sid}__{_job_name(tau, lps, tile, tile)}"
+            if job_id not in have:
+                have.add(job_id)
+                extra.append({"job_id": job_id, "image_id": sid, "group": grp["group"].iloc[0], "kind": "bsd",
+                              "method": _job_name(tau, lps, tile, tile), "tau": tau, "lps": lps, "tile_size": tile})
+    return pd.DataFrame(extra, columns=jobs.columns)
+
+
+def train(jobs: pd.DataFrame, model_input: dict, oracle_psd: dict, train: dict[str, Any],
+          runtime: dict[str, Any]):
+    """Run every planned job (cached and resumable), then the final runs the selection presets pick that the
+    plan lacks. Returns the outputs, every job run (planned + final), a per-job log, the loss history and
+    the probes' sigma_hat over training."""
+    results = _run(jobs, model_input, oracle_psd, train, runtime, "mash train jobs")
+    finals = _final_jobs(jobs, _log_rows(results), train["selection"])
+    if not finals.empty:
+        log.info("mash train: %d final runs chosen by the selection presets: %s", len(finals),
+                 ", ".join(finals["job_id"]))
+        results += _run(finals, model_input, oracle_psd, train, runtime, "mash final runs")
+    all_jobs = pd.concat([jobs, finals], ignore_index=True)
     outputs = {r["job_id"]: r["denoised"].astype(np.float32) for r in results}
-    log_rows, history = [], []
-    for r in results:
-        log_rows.append({"job_id": r["job_id"], "seconds": float(r["seconds"]), "cached": bool(r["cached"]),
-                         "residual_std": float(r["residual_std"]),
-                         "shuffled_fraction": float(r["shuffled_fraction"]),
-                         "sigma_estimate": float(r.get("sigma_estimate", float("nan")))})
-        history += [{"job_id": r["job_id"], **h} for h in r["history"]]
+    history = [{"job_id": r["job_id"], **h} for r in results for h in r["history"]]
+    trace = [{"job_id": r["job_id"], **t} for r in results for t in r.get("sigma_trace", [])]
     n_cached = sum(r["cached"] for r in results)
     log.info("mash train: %d jobs (%d read back from the job cache)", len(results), n_cached)
     log_history_to_active_run(history, prefix="loss")
-    return outputs, pd.DataFrame(log_rows), pd.DataFrame(history, columns=["job_id", "step", "loss"])
+    return (outputs, _log_rows(results), pd.DataFrame(history, columns=["job_id", "step", "loss"]),
+            pd.DataFrame(trace, columns=["job_id", "step", "residual_std"]), all_jobs)
 
 
 def _find_job(grp: pd.DataFrame, sid: str, tau: float, lps: bool, tile: int) -> pd.Series:
@@ -189,9 +235,13 @@ def _find_job(grp: pd.DataFrame, sid: str, tau: float, lps: bool, tile: int) -> 
 
 
 def select(jobs: pd.DataFrame, job_log: pd.DataFrame, selection: dict[str, Any]) -> pd.DataFrame:
-    """MASH's adaptive masking (Eq. 8-10): epsilon from the two probes, then tau and LPS per image."""
-    rule = SelectionRule(**{k: float(selection[k]) for k in
-                            ("tau_high", "tau_medium", "tau_low", "eps_low", "eps_high")})
+    """MASH's adaptive masking (Eq. 8-10): epsilon from the two probes, then tau and LPS per image, by the
+    preset `selection.preset` (the `mash` rows); every other preset's choice in `<preset>_tau`,
+    `<preset>_lps` and `<preset>_job`."""
+    presets = rules(selection)
+    default = str(selection["preset"])
+    if default not in presets:
+        raise ValueError(f"mash.train.selection.preset is {default!r}; known presets: {sorted(presets)}")
     merged = jobs.merge(job_log, on="job_id")
     bsd = merged[merged["kind"] == "bsd"]
     default_tile = int(bsd["tile_size"].mode().iloc[0]) if not bsd.empty else 4
@@ -202,13 +252,18 @@ def select(jobs: pd.DataFrame, job_log: pd.DataFrame, selection: dict[str, Any])
 
         hi, lo = find(float(selection["probe_high"]), False), find(float(selection["probe_low"]), False)
         eps = abs(hi["residual_std"] - lo["residual_std"])
-        tau, lps = rule.select(eps)
+        tau, lps = presets[default].select(eps)
         final, nolps = find(tau, lps), find(tau, False)
-        rows.append({"image_id": sid, "group": grp["group"].iloc[0], "sigma_hat_high": hi["residual_std"],
-                     "sigma_hat_low": lo["residual_std"], "epsilon": eps, "tau": tau, "lps": lps,
-                     "mash_job": final["job_id"], "mash_nolps_job": nolps["job_id"],
-                     "shuffled_fraction": final["shuffled_fraction"],
-                     "mash_seconds": hi["seconds"] + lo["seconds"] + final["seconds"]})
+        row = {"image_id": sid, "group": grp["group"].iloc[0], "sigma_hat_high": hi["residual_std"],
+               "sigma_hat_low": lo["residual_std"], "epsilon": eps, "tau": tau, "lps": lps,
+               "mash_job": final["job_id"], "mash_nolps_job": nolps["job_id"],
+               "shuffled_fraction": final["shuffled_fraction"],
+               "mash_seconds": hi["seconds"] + lo["seconds"] + final["seconds"]}
+        for name, rule in presets.items():
+            if name != default:
+                t, use = rule.select(eps)
+                row.update({f"{name}_tau": t, f"{name}_lps": use, f"{name}_job": find(t, use)["job_id"]})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -239,6 +294,10 @@ def evaluate(jobs: pd.DataFrame, outputs: dict, selection: pd.DataFrame, model_i
         if sel.image_id in reference:
             score(sel.image_id, sel.group, "mash", sel.mash_job, outputs[sel.mash_job])
             score(sel.image_id, sel.group, "mash_nolps", sel.mash_nolps_job, outputs[sel.mash_nolps_job])
+            for col in selection.columns:
+                if col.endswith("_job") and col not in ("mash_job", "mash_nolps_job"):
+                    job = getattr(sel, col)
+                    score(sel.image_id, sel.group, f"mash_{col.removesuffix('_job')}", job, outputs[job])
     return pd.DataFrame(rows)
 
 
@@ -247,11 +306,15 @@ LABELS = {
     "nlmeans": "NL-means (J-invariant calibration)", "zs_n2n": "ZS-N2N",
     "bsd_t0.5": "Baseline (BSD tau=0.5)", "bsd_t0.2": "BSD tau=0.2", "bsd_t0.8": "BSD tau=0.8",
     "bsd_t0.8_lps": "BSD tau=0.8 + LPS", "mash_nolps": "MASH w/o LPS", "mash": "MASH",
+    "mash_released": "MASH, released settings (tau 0.9/0.5/0.1, eps 1.0/2.0)",
 }
 TABLE1_METHODS = ["noisy", "bm3d_white", "bm3d_psd", "nlmeans", "zs_n2n", "bsd_t0.2", "bsd_t0.5", "bsd_t0.8",
-                  "bsd_t0.8_lps", "mash_nolps", "mash"]
+                  "bsd_t0.8_lps", "mash_nolps", "mash", "mash_released"]
 TABLE3_VARIANTS = {"fixed tau=0.5": "bsd_t0.5", "fixed tau=0.5 + LPS": "bsd_t0.5_lps",
-                   "adaptive tau": "mash_nolps", "adaptive tau + LPS (MASH)": "mash"}
+                   "adaptive tau": "mash_nolps", "adaptive tau + LPS (MASH)": "mash",
+                   "adaptive tau + LPS, released settings (tau 0.9/0.5/0.1, eps 1.0/2.0)": "mash_released",
+                   "probe tau=0.2 alone (no selection)": "bsd_t0.2",
+                   "probe tau=0.8 alone (no selection)": "bsd_t0.8"}
 
 
 def _psnr(per_image: pd.DataFrame, method: str, group: str | None, metric: str = "psnr") -> pd.Series:
@@ -262,7 +325,7 @@ def _psnr(per_image: pd.DataFrame, method: str, group: str | None, metric: str =
 
 def table_rows(per_image: pd.DataFrame, selection: pd.DataFrame, jobs: pd.DataFrame, job_log: pd.DataFrame,
                paper: dict[str, Any], params: dict[str, Any], train: dict[str, Any],
-               runtime: dict[str, Any], manifest: pd.DataFrame) -> pd.DataFrame:
+               runtime: dict[str, Any], manifest: pd.DataFrame, speed: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every cell of ours, each from its per-image (per-job) values, in core's table-rows format."""
     tables, rows = paper["tables"], TableRows()
     groups = params["column_groups"]
@@ -299,7 +362,8 @@ def table_rows(per_image: pd.DataFrame, selection: pd.DataFrame, jobs: pd.DataFr
             add_group("table_3", variant, col["key"], method, col["group"])
     # Table 4: LPS tile size at tau_high, every size on the same images (those planned with extra sizes)
     col, tile = tables["table_4"]["columns"][0], int(jobs["tile_size"].mode().iloc[0])
-    stem = f"bsd_t{float(train['selection']['tau_high']):g}_lps"
+    sel = train["selection"]
+    stem = f"bsd_t{float(sel['presets'][sel['preset']]['tau_high']):g}_lps"
     g = groups.get(col["group"])
     images = sorted(set(jobs[jobs["method"].str.startswith(stem + "_s") & (jobs["group"] == g)]["image_id"]))
     for prow in tables["table_4"]["rows"]:
@@ -312,6 +376,7 @@ def table_rows(per_image: pd.DataFrame, selection: pd.DataFrame, jobs: pd.DataFr
         vals = _psnr(per_image, method, g).reindex(images)
         rows.add("table_4", str(s), col["key"], vals, over="images", data=f"{g}: {', '.join(images)}")
     _cost_rows(rows, jobs, job_log, selection, train, manifest, not_reproduced)
+    _speed_rows(rows, speed)
     return rows.frame(profile=runtime.get("profile", ""),
                       data_fingerprint=str(manifest["fingerprint"].iloc[0]) if "fingerprint" in manifest else "",
                       params={"train": train, "evaluate": {"column_groups": groups}})
@@ -344,6 +409,29 @@ def _cost_rows(rows: TableRows, jobs, job_log, selection, train, manifest, not_r
     for name in ("DIP", "Self2Self", "NN+denoiser", "APBSN-single", "ScoreDVI"):
         if name in not_reproduced:
             rows.add("table_5", name, "inference_time_s", None, note=not_reproduced[name])
+
+
+def _speed_rows(rows: TableRows, speed: pd.DataFrame | None) -> None:
+    """Table 5: MASH per image at the paper's budget, the straightforward three runs against the fast path's
+    variants, from the committed measurement `pipelines/mash/speed.csv` (one run of
+    `python -m cvpr24.pipelines.mash.speed`, every variant on the same images)."""
+    if speed is None or speed.empty:
+        return
+    first = speed.iloc[0]
+    images = ", ".join(dict.fromkeys(speed["image_id"]))
+    where = (f"pipelines/mash/speed.csv ({first['date']}): {first['iterations']} steps, width {first['width']}, "
+             f"{first['size']} crops {images}, 2 CPU cores")
+    for variant, sub in speed.groupby("variant", sort=False):
+        s = sub.set_index("image_id")
+        if variant == "straightforward":
+            label, extra = "MASH, straightforward: probe, probe, final in sequence, 1 thread each (paper budget)", ""
+        else:
+            label = (f"MASH, {variant}: in parallel, final on 2 cores, probe continued when chosen "
+                     "(paper budget)")
+            extra = (f"; {s['time_share'].mean():.0%} of the straightforward time on average; same choice on "
+                     f"{int(s['same_choice'].sum())} of {len(s)} images; PSNR difference "
+                     f"{s['psnr_difference_db'].min():+.2f} to {s['psnr_difference_db'].max():+.2f} dB")
+        rows.add("table_5", label, "inference_time_s", s["seconds"], over="images", data=where + extra)
 
 
 def selection_accuracy(per_image: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:

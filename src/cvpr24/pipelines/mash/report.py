@@ -145,9 +145,116 @@ def figure_psnr_vs_tau(curve: pd.DataFrame, dpi: int) -> bytes:
     return figure_png(fig, dpi)
 
 
-def render(per_image: pd.DataFrame, rows: pd.DataFrame, selection: pd.DataFrame, outputs: dict,
-           model_input: dict, reference: dict, paper: dict[str, Any], params: dict[str, Any],
-           evaluate: dict[str, Any], runtime: dict[str, Any]) -> dict[str, str | bytes]:
+GROUP_NAMES = {"gauss_b0": "Gaussian, beta=0 (i.i.d.)", "gauss_b05": "Gaussian, beta=0.5",
+               "gauss_b1": "Gaussian, beta=1 (correlated)", "cam_iid": "camera, i.i.d.",
+               "cam_rgb": "camera pipeline, sRGB", "cam_grey": "camera pipeline, grey"}
+
+
+def choice_label(tau: float, lps: bool) -> str:
+    return f"tau {tau:g}" + (" + LPS" if lps else "")
+
+
+def epsilon_trace(trace: pd.DataFrame, selection: pd.DataFrame, sel_params: dict[str, Any]) -> pd.DataFrame:
+    """Per image and traced step: sigma_hat of both probes, epsilon and each preset's choice at that step
+    (what MASH would pick with probes trained only that long)."""
+    from cvpr24.pipelines.mash.nodes import rules
+
+    if trace.empty:
+        return pd.DataFrame(columns=["image_id", "group", "step", "epsilon"])
+    t = trace.copy()
+    t["image_id"] = t["job_id"].str.split("__").str[0]
+    t["method"] = t["job_id"].str.split("__").str[1]
+    hi, lo = f"bsd_t{float(sel_params['probe_high']):g}", f"bsd_t{float(sel_params['probe_low']):g}"
+    wide = t[t["method"].isin([hi, lo])].pivot_table(index=["image_id", "step"], columns="method",
+                                                    values="residual_std").dropna().reset_index()
+    if wide.empty:
+        return pd.DataFrame(columns=["image_id", "group", "step", "epsilon"])
+    wide = wide.rename(columns={hi: "sigma_hat_high", lo: "sigma_hat_low"})
+    wide["epsilon"] = (wide["sigma_hat_high"] - wide["sigma_hat_low"]).abs()
+    for name, rule in rules(sel_params).items():
+        wide[f"{name}_choice"] = [choice_label(*rule.select(e)) for e in wide["epsilon"]]
+    wide["group"] = wide["image_id"].map(selection.set_index("image_id")["group"])
+    return wide[["image_id", "group", "step", "sigma_hat_high", "sigma_hat_low", "epsilon",
+                 *[c for c in wide.columns if c.endswith("_choice")]]]
+
+
+def figure_epsilon(selection: pd.DataFrame, eps_trace: pd.DataFrame, sel_params: dict[str, Any], dpi: int) -> bytes:
+    """Left: epsilon per image at the end of the probes, coloured by noise type, with both presets'
+    thresholds. Right: epsilon against the probes' training steps."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.6))
+    groups = list(dict.fromkeys(selection["group"]))
+    colours = {g: plt.get_cmap("tab10")(i) for i, g in enumerate(groups)}
+    order = selection.sort_values(["group", "epsilon"])
+    ax.bar(range(len(order)), order["epsilon"], color=[colours[g] for g in order["group"]])
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels(list(order["image_id"]), rotation=60, fontsize=6, ha="right")
+    styles = {"paper": ("k", "--"), "released": ("tab:red", ":")}
+    handles = [Patch(color=colours[g], label=GROUP_NAMES.get(g, g)) for g in groups]
+    for name, preset in sel_params["presets"].items():
+        c, ls = styles.get(name, ("grey", "-."))
+        for key in ("eps_low", "eps_high"):
+            for a in (ax, bx):
+                a.axhline(float(preset[key]), color=c, ls=ls, lw=1)
+        handles.append(Line2D([], [], color=c, ls=ls, label=f"{name} preset: eps_low, eps_high"))
+    ax.set_ylabel("epsilon = |sigma_hat(0.8) - sigma_hat(0.2)| (grey levels)")
+    ax.set_title("epsilon per image (probes at the full budget)", fontsize=9)
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.legend(handles=handles, fontsize=6, loc="upper left")
+    for sid, sub in eps_trace.groupby("image_id", sort=False):
+        g = sub["group"].iloc[0]
+        bx.plot(sub["step"], sub["epsilon"], marker=".", color=colours.get(g, "grey"), lw=1)
+    bx.set_xlabel("probe training steps")
+    bx.set_ylabel("epsilon (grey levels)")
+    bx.set_yscale("symlog", linthresh=1.0)
+    bx.set_title("epsilon against the probes' training budget (one line per image)", fontsize=9)
+    bx.grid(alpha=0.3)
+    return figure_png(fig, dpi)
+
+
+def preset_table(per_image: pd.DataFrame, selection: pd.DataFrame, sel_params: dict[str, Any]) -> pd.DataFrame:
+    """Per image: epsilon, each preset's choice and PSNR, both probes' PSNR and the best fixed ratio."""
+    psnr = per_image.pivot_table(index="image_id", columns="method", values="psnr")
+    hi, lo = f"bsd_t{float(sel_params['probe_high']):g}", f"bsd_t{float(sel_params['probe_low']):g}"
+    out = []
+    for sel in selection.itertuples():
+        if sel.image_id not in psnr.index:
+            continue
+        p = psnr.loc[sel.image_id]
+        rec = {"image": sel.image_id, "noise": GROUP_NAMES.get(sel.group, sel.group), "epsilon": sel.epsilon,
+               f"{sel_params['preset']}: choice": choice_label(sel.tau, sel.lps),
+               f"{sel_params['preset']}: PSNR": p.get("mash")}
+        for name in sel_params["presets"]:
+            if name != sel_params["preset"]:
+                t, use = getattr(sel, f"{name}_tau"), getattr(sel, f"{name}_lps")
+                rec[f"{name}: choice"] = choice_label(t, use)
+                rec[f"{name}: PSNR"] = p.get(f"mash_{name}")
+        rec[f"probe {hi.removeprefix('bsd_t')}: PSNR"] = p.get(hi)
+        rec[f"probe {lo.removeprefix('bsd_t')}: PSNR"] = p.get(lo)
+        fixed = p[[c for c in p.index if c.startswith("bsd_t") and c.removeprefix("bsd_t").replace(".", "").isdigit()]]
+        rec["best fixed tau (oracle)"] = f"{fixed.idxmax().removeprefix('bsd_t')} ({fixed.max():.2f})"
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+def budget_summary(eps_trace: pd.DataFrame, selection: pd.DataFrame, preset: str) -> pd.DataFrame:
+    """Per traced step: on how many images the preset's choice already equals its choice at the end."""
+    if eps_trace.empty:
+        return pd.DataFrame()
+    last = eps_trace.sort_values("step").groupby("image_id").tail(1).set_index("image_id")[f"{preset}_choice"]
+    t = eps_trace.assign(final=eps_trace["image_id"].map(last))
+    t["same"] = t[f"{preset}_choice"] == t["final"]
+    return (t.groupby("step").agg(images=("same", "size"), same_choice=("same", "sum"),
+                                  median_epsilon=("epsilon", "median")).reset_index())
+
+
+def render(per_image: pd.DataFrame, rows: pd.DataFrame, selection: pd.DataFrame, sigma_trace: pd.DataFrame,
+           outputs: dict, model_input: dict, reference: dict, paper: dict[str, Any], params: dict[str, Any],
+           evaluate: dict[str, Any], train: dict[str, Any], runtime: dict[str, Any],
+           speed: pd.DataFrame | None = None) -> dict[str, str | bytes]:
     """All report files as {relative path: content}: measurements and figures here, the rest core's."""
     dpi = int(params.get("figure_dpi", 110))
     claims = evaluate_claims(paper, measure_claims(per_image, selection, int(runtime.get("seed", 0))))
@@ -161,16 +268,66 @@ def render(per_image: pd.DataFrame, rows: pd.DataFrame, selection: pd.DataFrame,
                       figure_psnr_vs_tau(curve, dpi)),
                Figure("examples", "Noisy, denoised and clean crops (PSNR against the clean crop).",
                       figure_examples(per_image, outputs, model_input, reference, selection, dpi))]
+    sel_params = train["selection"]
+    eps_trace = epsilon_trace(sigma_trace, selection, sel_params)
+    figures.append(Figure("epsilon", "epsilon per image by noise type with both presets' thresholds (left), and "
+                          "against the probes' training steps (right).",
+                          figure_epsilon(selection, eps_trace, sel_params, dpi)))
+    presets = preset_table(per_image, selection, sel_params)
+    budget = budget_summary(eps_trace, selection, str(sel_params["preset"]))
     per_image_md = sel[["image_id", "group", "sigma_hat_high", "sigma_hat_low", "epsilon", "tau", "lps",
                         "shuffled_fraction", "best_tau", "correct"]].round(3).to_markdown(index=False)
     sections = [("Adaptive masking per image",
                  "epsilon = |sigma_hat(tau 0.8) − sigma_hat(tau 0.2)| in grey levels; thresholds 1.5 / 2.5 "
                  "(paper). `best_tau` is the best fixed ratio by PSNR (oracle, uses the clean image).\n\n"
                  + per_image_md)]
+    sections.append(("Selection presets: paper against released settings", _preset_text(presets, budget, train)))
+    if speed is not None and not speed.empty:
+        sections.append(("MASH per image at the paper's budget: straightforward against the fast path",
+                         _speed_text(speed)))
     lp = per_image["lpips_note"].dropna().unique() if "lpips_note" in per_image else []
     if len(lp) and lp[0]:
         sections.append(("LPIPS", f"{lp[0]}."))
     return build_report("mash", paper, rows, claims, profile=runtime.get("profile", "base"), figures=figures,
                         column_notes=column_notes, sections=sections,
                         files={"selection.csv": sel.to_csv(index=False),
+                               "presets.csv": presets.to_csv(index=False),
+                               "plots/epsilon_trace.csv": eps_trace.to_csv(index=False),
                                "plots/psnr_vs_tau.csv": curve.to_csv(index=False)})
+
+
+def _preset_text(presets: pd.DataFrame, budget: pd.DataFrame, train: dict[str, Any]) -> str:
+    """The per-image preset table and what epsilon does with the probes' budget, in words and numbers."""
+    sel = train["selection"]
+    described = "; ".join(f"`{n}`: tau {p['tau_high']:g} / {p['tau_medium']:g} / {p['tau_low']:g}, "
+                          f"eps {p['eps_low']:g} / {p['eps_high']:g}" for n, p in sel["presets"].items())
+    head = (f"Both presets read the same epsilon from the same two probes (tau {sel['probe_high']:g} and "
+            f"{sel['probe_low']:g}); they differ in the ratios and thresholds ({described}). The `MASH` rows use "
+            f"`{sel['preset']}`; every preset has its own row in Tables 1 and 3. The probes' PSNR is shown to "
+            "see where the rule mis-routes (a probe beating the chosen run). Best fixed tau: the oracle over the "
+            "fixed ratios run for this image (uses the clean image).\n\n")
+    body = presets.round(2).to_markdown(index=False) if not presets.empty else "(no images with a reference)"
+    if budget.empty:
+        return head + body
+    steps = ", ".join(f"{int(r.step)}: {int(r.same_choice)}/{int(r.images)} (median eps {r.median_epsilon:.2f})"
+                      for r in budget.itertuples())
+    return (head + body + "\n\n**epsilon against the training budget.** sigma_hat of both probes was recorded "
+            f"every {train.get('sigma_every')} steps (its own mask ensemble, so the runs are unchanged); per step, "
+            f"the images on which the `{sel['preset']}` rule already makes its final choice: {steps} "
+            f"(of {train['iterations']} steps, width {train['width']}, crops as in the tables). "
+            "`plots/epsilon_trace.csv` has every value; the right panel of the epsilon figure plots them.")
+
+
+def _speed_text(speed: pd.DataFrame) -> str:
+    """The committed speed measurement (`pipelines/mash/speed.csv`) per image and variant."""
+    first = speed.iloc[0]
+    cols = {"image_id": "image", "variant": "variant", "seconds": "seconds", "time_share": "share of straightforward",
+            "probe_s": "probes (s)", "final_s": "final run (s)", "epsilon": "epsilon", "choice": "choice",
+            "psnr": "PSNR (dB)", "psnr_difference_db": "PSNR difference (dB)"}
+    table = speed[[c for c in cols if c in speed]].rename(columns=cols).round(3).to_markdown(index=False)
+    return (f"Measured by `python -m cvpr24.pipelines.mash.speed` on {first['date']} ({first['iterations']} steps, "
+            f"width {first['width']}, {first['size']} crops, 2 CPU cores, every variant in one run, same seeds). "
+            "Straightforward: probe, probe, final run in sequence on one thread each (today's pipeline). Fast: "
+            "both probes at once (two threads of one process), paused after the steps named, then the chosen "
+            "run on both cores, or the chosen probe continued (or taken as it is, for full-length probes). "
+            "Table 5 averages the seconds.\n\n" + table)
