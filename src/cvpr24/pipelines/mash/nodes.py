@@ -28,7 +28,7 @@ from cvpr24.core.tracking import log_history_to_active_run
 from cvpr24.core.validation import add_divisibility, manifest_from_arrays, validate_manifest
 from cvpr24.pipelines.mash import data as D
 from cvpr24.pipelines.mash import expectations as E
-from cvpr24.pipelines.mash.method import code_fingerprint, run_job
+from cvpr24.pipelines.mash.method import bsd_job_name, code_fingerprint, run_job
 from cvpr24.pipelines.mash.model import SelectionRule, UNetN2N, conv_macs, count_parameters
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,7 @@ def _center_crop(img: np.ndarray, multiple: int) -> np.ndarray:
 
 
 def _job_name(tau: float, lps: bool, tile: int, default_tile: int) -> str:
-    name = f"bsd_t{tau:g}" + ("_lps" if lps else "")
-    return name + (f"_s{tile}" if lps and tile != default_tile else "")
+    return bsd_job_name(tau, lps) + (f"_s{tile}" if lps and tile != default_tile else "")
 
 
 def preprocess(clean: dict, noisy: dict, manifest: pd.DataFrame, prep: dict[str, Any], train: dict[str, Any]):
@@ -190,9 +189,7 @@ def _final_jobs(jobs: pd.DataFrame, job_log: pd.DataFrame, selection: dict[str, 
     have = set(jobs["job_id"])
     extra = []
     for sid, grp in bsd.groupby("image_id", sort=False):
-        hi = _find_job(grp, sid, float(selection["probe_high"]), False, tile)
-        lo = _find_job(grp, sid, float(selection["probe_low"]), False, tile)
-        eps = abs(hi["residual_std"] - lo["residual_std"])
+        _, _, eps = _probes(grp, sid, selection, tile)
         for rule in rules(selection).values():
             tau, lps = rule.select(eps)
             job_id = f"{sid}__{_job_name(tau, lps, tile, tile)}"
@@ -225,6 +222,13 @@ def train(jobs: pd.DataFrame, model_input: dict, oracle_psd: dict, train: dict[s
             pd.DataFrame(trace, columns=["job_id", "step", "residual_std"]), all_jobs)
 
 
+def _probes(grp: pd.DataFrame, sid: str, selection: dict[str, Any], tile: int) -> tuple[pd.Series, pd.Series, float]:
+    """One image's two probe jobs (with their logs) and epsilon = |sigma_hat(high) - sigma_hat(low)| (Eq. 9)."""
+    hi = _find_job(grp, sid, float(selection["probe_high"]), False, tile)
+    lo = _find_job(grp, sid, float(selection["probe_low"]), False, tile)
+    return hi, lo, abs(hi["residual_std"] - lo["residual_std"])
+
+
 def _find_job(grp: pd.DataFrame, sid: str, tau: float, lps: bool, tile: int) -> pd.Series:
     hit = grp[(np.isclose(grp["tau"], tau)) & (grp["lps"] == lps) & (grp["tile_size"] == tile)]
     if hit.empty:
@@ -250,8 +254,7 @@ def select(jobs: pd.DataFrame, job_log: pd.DataFrame, selection: dict[str, Any])
         def find(tau: float, lps: bool, grp=grp, sid=sid) -> pd.Series:
             return _find_job(grp, sid, tau, lps, default_tile)
 
-        hi, lo = find(float(selection["probe_high"]), False), find(float(selection["probe_low"]), False)
-        eps = abs(hi["residual_std"] - lo["residual_std"])
+        hi, lo, eps = _probes(grp, sid, selection, default_tile)
         tau, lps = presets[default].select(eps)
         final, nolps = find(tau, lps), find(tau, False)
         row = {"image_id": sid, "group": grp["group"].iloc[0], "sigma_hat_high": hi["residual_std"],

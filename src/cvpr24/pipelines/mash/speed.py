@@ -29,6 +29,7 @@ from cvpr24.core import metrics as M
 from cvpr24.core.seeding import derive_seed
 from cvpr24.pipelines.mash import nodes as N
 from cvpr24.pipelines.mash.method import _bsd_kwargs, bsd_job_name, fit_bsd, mash_fast
+from cvpr24.pipelines.mash.report import choice_label
 
 ROOT = Path(__file__).resolve().parents[4]
 DEFAULT_IMAGES = ["gauss_b1_astronaut", "cam_iid_coffee", "gauss_b0_camera"]  # high / medium / low branch
@@ -59,7 +60,7 @@ def straightforward(noisy: np.ndarray, *, image_id: str, train: dict, rule, seed
 
 
 def choice(out: dict) -> str:
-    return f"tau {out['tau']:g}" + (" + LPS" if out["lps"] else "")
+    return choice_label(out["tau"], out["lps"])
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
