@@ -4,12 +4,9 @@ exactly, a fast path that returns another run's output, a preset that plans or s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from cvpr24.core.seeding import derive_seed
 from cvpr24.core.training import Checkpointer
@@ -25,21 +22,9 @@ PAPER = {"tau_high": 0.8, "tau_medium": 0.5, "tau_low": 0.2, "eps_low": 1.5, "ep
 RELEASED = {"tau_high": 0.9, "tau_medium": 0.5, "tau_low": 0.1, "eps_low": 1.0, "eps_high": 2.0}
 SELECTION = {"probe_high": 0.8, "probe_low": 0.2, "preset": "paper",
              "presets": {"paper": PAPER, "released": RELEASED}}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def noisy() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    clean = np.tile(np.linspace(40, 200, 32, dtype=np.float32)[None, :, None], (32, 1, 3))
-    return (clean + rng.normal(0, 25, clean.shape)).astype(np.float32)
 
 
 def test_sigma_trace_leaves_the_run_unchanged_and_is_recorded_every_k_steps(noisy):
@@ -91,7 +76,7 @@ def _jobs(sid: str, taus=((0.2, False), (0.5, False), (0.8, False), (0.8, True))
 def _log(jobs: pd.DataFrame, sigma: dict[float, float]) -> pd.DataFrame:
     return pd.DataFrame({"job_id": jobs["job_id"], "seconds": 1.0, "cached": False, "shuffled_fraction": 0.0,
                          "residual_std": [sigma.get(t, 10.0) if not lps else 10.0
-                                          for t, lps in zip(jobs["tau"], jobs["lps"])]})
+                                          for t, lps in zip(jobs["tau"], jobs["lps"], strict=True)]})
 
 
 @pytest.mark.parametrize("eps,extra", [(2.2, ["a__bsd_t0.9_lps"]),      # paper: 0.5, released: 0.9 + LPS
@@ -144,11 +129,14 @@ def test_table_5_speed_rows_average_each_variant_and_say_how_it_compares():
          "psnr_difference_db": d, "date": "d", "iterations": 700, "width": 48, "size": "96x96x3"}
         for i, base in (("a", 300.0), ("b", 360.0))
         for v, sec, same, d in (("straightforward", base, True, 0.0),
+                                ("straightforward, 2 threads", base / 1.5, True, 0.0),
                                 ("fast, probes 210 steps", base / 3, i == "a", -4.8 if i == "b" else 0.0))])
     rows = TableRows()
     N._speed_rows(rows, speed)
     frame = pd.DataFrame(rows.records).set_index("row")
-    slow = frame.filter(like="straightforward", axis=0).iloc[0]
+    slow = frame.filter(like="1 thread each", axis=0).iloc[0]
+    two = frame.filter(like="2 threads each", axis=0).iloc[0]
+    assert two["value"] == pytest.approx(220.0) and "67% of the one-thread" in two["data"]
     fast = frame.filter(like="probes 210", axis=0).iloc[0]
     assert slow["value"] == 330.0 and slow["n"] == 2
     assert fast["value"] == pytest.approx(110.0)

@@ -3,8 +3,6 @@ wrong. Small sizes and a width-8 U-Net keep the file fast on 2 CPU cores."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -16,14 +14,6 @@ from cvpr24.pipelines.mash import model as M
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Training tests run single-threaded: faster than two threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------- masking

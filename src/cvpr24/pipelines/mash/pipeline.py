@@ -32,7 +32,7 @@ def create_pipeline(**kwargs) -> Pipeline:
              "table_rows", name="table_rows", tags=["evaluate"]),
         node(render,
              ["per_image", "table_rows", "selection", "sigma_trace", "job_outputs", "model_input", "reference",
-              "paper", "params:report", "params:evaluate", "params:train", "params:runtime", "speed"],
+              "paper", "params:report", "params:evaluate", "params:train", "params:runtime", "speed", "epsilon_size"],
              "report", name="report", tags=["report"]),
     ]
     return paper_pipeline("mash", nodes)

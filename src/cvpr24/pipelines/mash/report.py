@@ -204,7 +204,7 @@ def figure_epsilon(selection: pd.DataFrame, eps_trace: pd.DataFrame, sel_params:
     ax.set_title("epsilon per image (probes at the full budget)", fontsize=9)
     ax.set_yscale("symlog", linthresh=1.0)
     ax.legend(handles=handles, fontsize=6, loc="upper left")
-    for sid, sub in eps_trace.groupby("image_id", sort=False):
+    for _, sub in eps_trace.groupby("image_id", sort=False):
         g = sub["group"].iloc[0]
         bx.plot(sub["step"], sub["epsilon"], marker=".", color=colours.get(g, "grey"), lw=1)
     bx.set_xlabel("probe training steps")
@@ -254,7 +254,7 @@ def budget_summary(eps_trace: pd.DataFrame, selection: pd.DataFrame, preset: str
 def render(per_image: pd.DataFrame, rows: pd.DataFrame, selection: pd.DataFrame, sigma_trace: pd.DataFrame,
            outputs: dict, model_input: dict, reference: dict, paper: dict[str, Any], params: dict[str, Any],
            evaluate: dict[str, Any], train: dict[str, Any], runtime: dict[str, Any],
-           speed: pd.DataFrame | None = None) -> dict[str, str | bytes]:
+           speed: pd.DataFrame | None = None, epsilon_size: pd.DataFrame | None = None) -> dict[str, str | bytes]:
     """All report files as {relative path: content}: measurements and figures here, the rest core's."""
     dpi = int(params.get("figure_dpi", 110))
     claims = evaluate_claims(paper, measure_claims(per_image, selection, int(runtime.get("seed", 0))))
@@ -282,6 +282,16 @@ def render(per_image: pd.DataFrame, rows: pd.DataFrame, selection: pd.DataFrame,
                  "(paper). `best_tau` is the best fixed ratio by PSNR (oracle, uses the clean image).\n\n"
                  + per_image_md)]
     sections.append(("Selection presets: paper against released settings", _preset_text(presets, budget, train)))
+    crop = int(next(iter(model_input.values())).shape[0]) if model_input else 0
+    sizes = epsilon_by_size(selection, eps_trace, epsilon_size, train, crop)
+    if not sizes.empty:
+        figures.append(Figure("epsilon_size", "epsilon against the crop size, one line per image, coloured by noise "
+                              "type, with both presets' thresholds (probes at the pipeline's budget).",
+                              figure_epsilon_size(sizes, sel_params, dpi)))
+        sections.append(("epsilon against the image size", _size_text(sizes, train)))
+    replay = adaptive_replay(sizes, sel_params, int(train["iterations"]))
+    if not replay.empty:
+        sections.append(("Adaptive probes replayed on the recorded traces", _replay_text(replay, sel_params)))
     if speed is not None and not speed.empty:
         sections.append(("MASH per image at the paper's budget: straightforward against the fast path",
                          _speed_text(speed)))
@@ -293,6 +303,8 @@ def render(per_image: pd.DataFrame, rows: pd.DataFrame, selection: pd.DataFrame,
                         files={"selection.csv": sel.to_csv(index=False),
                                "presets.csv": presets.to_csv(index=False),
                                "plots/epsilon_trace.csv": eps_trace.to_csv(index=False),
+                               "plots/epsilon_size.csv": sizes.to_csv(index=False),
+                               "plots/adaptive_replay.csv": replay.to_csv(index=False),
                                "plots/psnr_vs_tau.csv": curve.to_csv(index=False)})
 
 
@@ -316,6 +328,122 @@ def _preset_text(presets: pd.DataFrame, budget: pd.DataFrame, train: dict[str, A
             f"the images on which the `{sel['preset']}` rule already makes its final choice: {steps} "
             f"(of {train['iterations']} steps, width {train['width']}, crops as in the tables). "
             "`plots/epsilon_trace.csv` has every value; the right panel of the epsilon figure plots them.")
+
+
+def epsilon_by_size(selection: pd.DataFrame, eps_trace: pd.DataFrame, epsilon_size: pd.DataFrame | None,
+                    train: dict[str, Any], size: int) -> pd.DataFrame:
+    """The probes' epsilon trace per image and crop size, long form (image_id, group, size, step, epsilon,
+    epsilon_final): this run's crops (`sigma_trace`, final epsilon from `selection`) and the committed
+    measurement at other sizes (`pipelines/mash/epsilon_size.csv`), where its budget matches this run's."""
+    cols = ["image_id", "group", "size", "step", "epsilon", "epsilon_final", "source"]
+    parts = []
+    if not eps_trace.empty and not selection.empty:
+        own = eps_trace.merge(selection[["image_id", "epsilon"]].rename(columns={"epsilon": "epsilon_final"}),
+                              on="image_id")
+        parts.append(own.assign(size=int(size), source="this run"))
+    if epsilon_size is not None and not epsilon_size.empty:
+        same = epsilon_size[(epsilon_size["iterations"] == int(train["iterations"]))
+                            & (epsilon_size["width"] == int(train["width"]))]
+        parts.append(same.assign(source="pipelines/mash/epsilon_size.csv"))
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat([p[[c for c in cols if c in p]] for p in parts], ignore_index=True)
+    return out.dropna(subset=["size"]).astype({"size": int, "step": int})
+
+
+def figure_epsilon_size(sizes: pd.DataFrame, sel_params: dict[str, Any], dpi: int) -> bytes:
+    """Final epsilon against the crop side, one line per image coloured by noise type, thresholds drawn."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    final = sizes.drop_duplicates(["image_id", "size"]).sort_values("size")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    groups = list(dict.fromkeys(final["group"]))
+    colours = {g: plt.get_cmap("tab10")(i) for i, g in enumerate(groups)}
+    for _, sub in final.groupby("image_id", sort=False):
+        ax.plot(sub["size"], sub["epsilon_final"], marker="o", color=colours[sub["group"].iloc[0]], lw=1)
+    styles = {"paper": ("k", "--"), "released": ("tab:red", ":")}
+    handles = [Line2D([], [], color=colours[g], marker="o", label=GROUP_NAMES.get(g, g)) for g in groups]
+    for name, preset in sel_params["presets"].items():
+        c, ls = styles.get(name, ("grey", "-."))
+        for key in ("eps_low", "eps_high"):
+            ax.axhline(float(preset[key]), color=c, ls=ls, lw=1)
+        handles.append(Line2D([], [], color=c, ls=ls, label=f"{name} preset: eps_low, eps_high"))
+    ax.set_xticks(sorted(final["size"].unique()))
+    ax.set_xlabel("crop side (pixels; square crops)")
+    ax.set_ylabel("epsilon at the end of the probes (grey levels)")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(handles=handles, fontsize=6, loc="upper left")
+    return figure_png(fig, dpi)
+
+
+def _size_text(sizes: pd.DataFrame, train: dict[str, Any]) -> str:
+    """epsilon and the `paper` preset's choice per image and crop size."""
+    from cvpr24.pipelines.mash.nodes import rules
+
+    sel = train["selection"]
+    rule = rules(sel)[sel["preset"]]
+    final = sizes.drop_duplicates(["image_id", "size"])
+    eps = final.pivot_table(index=["group", "image_id"], columns="size", values="epsilon_final")
+    table = pd.DataFrame(index=eps.index)
+    for size in eps.columns:
+        table[f"{size}px epsilon"] = eps[size].round(2)
+        table[f"{size}px {sel['preset']}"] = [choice_label(*rule.select(e)) if pd.notna(e) else "" for e in eps[size]]
+    flips = int(sum(len({rule.select(e) for e in row.dropna()}) > 1 for _, row in eps.iterrows()))
+    spearman = final.groupby("image_id").apply(
+        lambda g: g["size"].corr(g["epsilon_final"], method="spearman") if len(g) > 2 else float("nan"),
+        include_groups=False)
+    return ("epsilon from the two probes trained at this run's budget "
+            f"({train['iterations']} steps, width {train['width']}) on the same images cut at other crop sizes "
+            "(the same top-left corner; a fresh noise draw per size): this run's crops, and the others measured "
+            "by `python -m cvpr24.pipelines.mash.epsilon_size` (committed, `pipelines/mash/epsilon_size.csv`). "
+            f"The `{sel['preset']}` rule changes its choice with the size on {flips} of {len(eps)} images; "
+            f"epsilon rises with the size (Spearman > 0) on {int((spearman > 0).sum())} and falls on "
+            f"{int((spearman < 0).sum())} of {int(spearman.notna().sum())} images measured at three sizes. "
+            "The figure `epsilon_size` draws it; `plots/epsilon_size.csv` has every traced step.\n\n"
+            + table.reset_index().to_markdown(index=False))
+
+
+def adaptive_replay(sizes: pd.DataFrame, sel_params: dict[str, Any], iterations: int) -> pd.DataFrame:
+    """Where `fast.mash_adaptive`'s probes would have stopped on each recorded trace (image x size), the
+    choice there, and whether it is the choice at the end of the probes (the straightforward one)."""
+    from cvpr24.pipelines.mash.fast import ADAPTIVE, adaptive_stop
+    from cvpr24.pipelines.mash.nodes import rules
+
+    if sizes.empty:
+        return pd.DataFrame()
+    rule = rules(sel_params)[sel_params["preset"]]
+    out = []
+    for (image_id, size), sub in sizes.groupby(["image_id", "size"], sort=False):
+        trace = list(zip(sub["step"], sub["epsilon"], strict=True))
+        stop = adaptive_stop(trace, rule, iterations=iterations, **ADAPTIVE)
+        at = dict(trace).get(stop) if stop < iterations else float(sub["epsilon_final"].iloc[0])
+        final = float(sub["epsilon_final"].iloc[0])
+        out.append({"image_id": image_id, "group": sub["group"].iloc[0], "size": int(size), "stopped_at": stop,
+                    "probe_share": stop / iterations, "epsilon_at_stop": at, "epsilon_final": final,
+                    "choice_at_stop": choice_label(*rule.select(at)),
+                    "choice_at_end": choice_label(*rule.select(final)),
+                    "same_choice": rule.select(at) == rule.select(final)})
+    return pd.DataFrame(out)
+
+
+def _replay_text(replay: pd.DataFrame, sel_params: dict[str, Any]) -> str:
+    from cvpr24.pipelines.mash.fast import ADAPTIVE
+
+    stopped = replay[replay["probe_share"] < 1]
+    opts = ", ".join(f"{k} {v:g}" for k, v in ADAPTIVE.items())
+    return (f"`fast.mash_adaptive` stops both probes once the last {ADAPTIVE['patience']} epsilons (checked every "
+            f"{ADAPTIVE['check_every']} steps, from {ADAPTIVE['min_fraction']:.0%} of the budget on) give one "
+            f"choice, each at least {ADAPTIVE['margin']:g} grey levels from the thresholds ({opts}). Replayed "
+            "on every recorded trace (this run's crops and the other sizes, same budget), with the "
+            f"`{sel_params['preset']}` rule: the probes stop early on {len(stopped)} of {len(replay)} "
+            f"image-size pairs (mean probe share {replay['probe_share'].mean():.0%}), and the choice equals the "
+            f"one at the end of the probes on {int(replay['same_choice'].sum())} of {len(replay)} "
+            f"({int(stopped['same_choice'].sum())} of {len(stopped)} early stops). A pair that never settles "
+            "costs nothing extra: its probes run to the end and epsilon is the straightforward one. "
+            "`plots/adaptive_replay.csv` has every pair.\n\n"
+            + replay.drop(columns=["group"]).round(3).to_markdown(index=False))
 
 
 def _speed_text(speed: pd.DataFrame) -> str:

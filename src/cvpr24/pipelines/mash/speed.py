@@ -5,10 +5,12 @@
 
 For each embedded image (the base profile's crops, regenerated from its parameters): the straightforward
 implementation (probe tau 0.8, probe tau 0.2, then the chosen run, one after the other, one thread each, as
-the pipeline's Table 5 counts them) and `method.mash_fast` (probes in parallel and paused early, the chosen
-run on both cores, continuing its probe where the rule picks one). Both use the same seeds, so their outputs
-differ only by the thread count's rounding and by a different choice when a short probe mis-reads epsilon;
-the CSV records the choice, PSNR and seconds of both. Table 5 of the MASH report and benchmarks/README.md
+the pipeline's Table 5 counts them; on `--two-thread-images` also with two threads each),
+`method.mash_fast` (probes in parallel, paused after a fixed share of the budget, the chosen run on both
+cores, continuing its probe where the rule picks one) and `fast.mash_adaptive` (the same, with probes that
+stop once epsilon has settled). All use the same seeds, so their outputs differ only by the thread count's
+rounding and by a different choice when a short probe mis-reads epsilon; the CSV records the choice, PSNR
+and seconds of each. Table 5 of the MASH report and benchmarks/README.md
 read `pipelines/mash/speed.csv`.
 """
 
@@ -28,11 +30,12 @@ import cvpr24  # noqa: F401  (numerics pins before any kernel)
 from cvpr24.core import metrics as M
 from cvpr24.core.seeding import derive_seed
 from cvpr24.pipelines.mash import nodes as N
+from cvpr24.pipelines.mash.fast import ADAPTIVE, mash_adaptive
 from cvpr24.pipelines.mash.method import _bsd_kwargs, bsd_job_name, fit_bsd, mash_fast
 from cvpr24.pipelines.mash.report import choice_label
 
 ROOT = Path(__file__).resolve().parents[4]
-DEFAULT_IMAGES = ["gauss_b1_astronaut", "cam_iid_coffee", "gauss_b0_camera"]  # high / medium / low branch
+DEFAULT_IMAGES = ["gauss_b1_astronaut", "cam_full_cell", "cam_iid_coffee", "gauss_b0_camera"]  # high, medium, near 1.5, low
 
 
 def embedded_images(seed: int = 0) -> tuple[dict, dict, dict]:
@@ -44,9 +47,21 @@ def embedded_images(seed: int = 0) -> tuple[dict, dict, dict]:
 
 
 def straightforward(noisy: np.ndarray, *, image_id: str, train: dict, rule, seed: int,
-                    probe_high: float, probe_low: float) -> dict:
-    """Probe, probe, final: three full trainings one after the other on one thread (today's pipeline)."""
+                    probe_high: float, probe_low: float, threads: int = 1) -> dict:
+    """Probe, probe, final: three full trainings one after the other, on `threads` threads (one: today's
+    pipeline, whose jobs are single-thread)."""
     kw = _bsd_kwargs(train, noisy.shape[2])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        return _straightforward(noisy, image_id=image_id, seed=seed, rule=rule, kw=kw,
+                                probe_high=probe_high, probe_low=probe_low)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _straightforward(noisy: np.ndarray, *, image_id: str, seed: int, rule, kw: dict,
+                     probe_high: float, probe_low: float) -> dict:
     start = time.perf_counter()
     sig = {}
     for tau in (probe_high, probe_low):
@@ -67,9 +82,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iterations", type=int, default=700, help="training steps per run (paper budget: 700)")
     ap.add_argument("--width", type=int, default=48, help="U-Net width (paper: 48)")
-    ap.add_argument("--probe-fractions", default="0.3,1.0",
+    ap.add_argument("--probe-fractions", default="1.0",
                     help="shares of the budget the fast path's probes train, one fast variant each (1.0: full "
-                         "probes, the straightforward epsilon exactly)")
+                         "probes, the straightforward epsilon exactly; empty: none)")
+    ap.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True,
+                    help="also the fast path with probes that stop once epsilon has settled (fast.ADAPTIVE)")
+    ap.add_argument("--two-thread-images", default=DEFAULT_IMAGES[0],
+                    help="images whose straightforward runs are also timed with two threads each (comma-separated)")
     ap.add_argument("--images", default=",".join(DEFAULT_IMAGES), help="embedded image ids, comma-separated")
     ap.add_argument("--preset", default=None, help="selection preset (default: the base profile's)")
     ap.add_argument("--seed", type=int, default=0)
@@ -79,7 +98,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     torch.use_deterministic_algorithms(True, warn_only=True)
     model_input, reference, params = embedded_images(args.seed)
     train = {**params["train"], "iterations": args.iterations, "width": args.width}
-    fractions = [float(f) for f in args.probe_fractions.split(",")]
+    fractions = [float(f) for f in args.probe_fractions.split(",") if f]
+    two_thread = {i for i in args.two_thread_images.split(",") if i}
     sel = train["selection"]
     preset = args.preset or sel["preset"]
     rule = N.rules(sel)[preset]
@@ -100,6 +120,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 "psnr": M.psnr(slow["denoised"], x.astype(np.float32))}
         rows.append(base)
         print(f"{image_id}: {slow['seconds']:.1f} s", flush=True)
+        if image_id in two_thread:
+            print(f"{image_id}: straightforward, two threads ...", flush=True)
+            slow2 = straightforward(y, image_id=image_id, train=train, rule=rule, seed=args.seed, threads=2, **probes)
+            rows.append({**common, "variant": "straightforward, 2 threads",
+                         "threads": "2 per run, the three runs in sequence", "probe_steps": args.iterations,
+                         "seconds": slow2["seconds"], "epsilon": slow2["epsilon"], "choice": choice(slow2),
+                         "reused_probe": False, "psnr": M.psnr(slow2["denoised"], x.astype(np.float32))})
+            print(f"{image_id}: {slow2['seconds']:.1f} s", flush=True)
         for fraction in fractions:
             steps = max(1, min(args.iterations, round(fraction * args.iterations)))
             with tempfile.TemporaryDirectory(prefix="mash_fast_") as tmp:
@@ -113,15 +141,34 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                          "reused_probe": fast["reused_probe"], "psnr": psnr})
             print(f"{image_id}: fast ({steps} probe steps) {fast['seconds']:.1f} s, {choice(fast)}, "
                   f"PSNR {psnr - base['psnr']:+.3f} dB against straightforward", flush=True)
+        if args.adaptive:
+            with tempfile.TemporaryDirectory(prefix="mash_adaptive_") as tmp:
+                fast = mash_adaptive(y, image_id=image_id, train=train, rule=rule, seed=args.seed, directory=tmp,
+                                     threads=2, **probes)
+            psnr = M.psnr(fast["denoised"], x.astype(np.float32))
+            rows.append({**common, "variant": "fast, adaptive probes",
+                         "threads": "probes 1 each in parallel, final run 2", "probe_steps": fast["stopped_at"],
+                         "seconds": fast["seconds"], "probe_s": fast["probe_seconds"],
+                         "final_s": fast["final_seconds"], "epsilon": fast["epsilon"], "choice": choice(fast),
+                         "reused_probe": fast["reused_probe"], "psnr": psnr,
+                         "adaptive": ", ".join(f"{k} {v:g}" for k, v in ADAPTIVE.items())})
+            print(f"{image_id}: adaptive (stopped at {fast['stopped_at']}) {fast['seconds']:.1f} s, {choice(fast)}, "
+                  f"PSNR {psnr - base['psnr']:+.3f} dB against straightforward", flush=True)
+        frame = _write(rows, args.out)  # after every image: a killed run keeps what it measured
+    print(frame[["image_id", "variant", "seconds", "time_share", "choice", "psnr_difference_db"]]
+          .round(3).to_string(index=False))
+    return frame
+
+
+def _write(rows: list[dict], out: str) -> pd.DataFrame:
+    """The measurements with each variant's time and PSNR relative to the one-thread straightforward run."""
     frame = pd.DataFrame(rows)
     ref = frame[frame["variant"] == "straightforward"].set_index("image_id")
     frame["time_share"] = frame["seconds"] / frame["image_id"].map(ref["seconds"])
     frame["psnr_difference_db"] = frame["psnr"] - frame["image_id"].map(ref["psnr"])
     frame["same_choice"] = frame["choice"] == frame["image_id"].map(ref["choice"])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(args.out, index=False)
-    print(frame[["image_id", "variant", "seconds", "time_share", "choice", "psnr_difference_db"]]
-          .round(3).to_string(index=False))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
     return frame
 
 
