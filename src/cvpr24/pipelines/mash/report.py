@@ -450,12 +450,15 @@ def _speed_text(speed: pd.DataFrame) -> str:
     """The committed speed measurement (`pipelines/mash/speed.csv`) per image and variant."""
     first = speed.iloc[0]
     cols = {"image_id": "image", "variant": "variant", "seconds": "seconds", "time_share": "share of straightforward",
-            "probe_s": "probes (s)", "final_s": "final run (s)", "epsilon": "epsilon", "choice": "choice",
-            "psnr": "PSNR (dB)", "psnr_difference_db": "PSNR difference (dB)"}
+            "probe_steps": "probe steps", "probe_s": "probes (s)", "final_s": "final run (s)", "epsilon": "epsilon",
+            "choice": "choice", "psnr": "PSNR (dB)", "psnr_difference_db": "PSNR difference (dB)"}
     table = speed[[c for c in cols if c in speed]].rename(columns=cols).round(3).to_markdown(index=False)
+    sizes = ", ".join(dict.fromkeys(speed["size"].astype(str)))
     return (f"Measured by `python -m cvpr24.pipelines.mash.speed` on {first['date']} ({first['iterations']} steps, "
-            f"width {first['width']}, {first['size']} crops, 2 CPU cores, every variant in one run, same seeds). "
-            "Straightforward: probe, probe, final run in sequence on one thread each (today's pipeline). Fast: "
-            "both probes at once (two threads of one process), paused after the steps named, then the chosen "
-            "run on both cores, or the chosen probe continued (or taken as it is, for full-length probes). "
-            "Table 5 averages the seconds.\n\n" + table)
+            f"width {first['width']}, crops {sizes}, 2 CPU cores, every variant in one run, same seeds). "
+            "Straightforward: probe, probe, final run in sequence, one thread each (as the pipeline's jobs run), and "
+            "on some images two threads each. Fast: both probes at once (two threads of one process, one kernel "
+            "thread each), paused after the probe steps shown, then the chosen run on both cores, or the chosen probe "
+            "continued (or taken as it is, for full-length probes). Adaptive: the probes stop once epsilon has "
+            "settled (`fast.py`, the section above), or run to the end. Shares and PSNR differences are against "
+            "the one-thread straightforward run of the same image. Table 5 averages the seconds.\n\n" + table)
