@@ -21,15 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 
 import cvpr24  # noqa: F401  (numerics pins before any kernel)
 from cvpr24.core.seeding import derive_seed
 from cvpr24.pipelines.mash import nodes as N
 from cvpr24.pipelines.mash.method import _bsd_kwargs, bsd_job_name, fit_bsd
 from cvpr24.pipelines.mash.report import choice_label
-
-ROOT = Path(__file__).resolve().parents[4]
+from cvpr24.pipelines.mash.speed import ROOT, embedded_images
 
 
 def probe_traces(noisy, *, image_id: str, train: dict, seed: int, probe_high: float, probe_low: float) -> dict:
@@ -59,16 +57,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--out", default=str(ROOT / "pipelines" / "mash" / "epsilon_size.csv"))
     args = ap.parse_args(argv)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    params = yaml.safe_load((ROOT / "conf/base/parameters/mash.yml").read_text())["mash"]
+    params = embedded_images(args.seed)[2]
     train, sel = params["train"], params["train"]["selection"]
     rules = N.rules(sel)
     probes = {"probe_high": float(sel["probe_high"]), "probe_low": float(sel["probe_low"])}
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        data = {**params["data"], "crop_size": size}
-        clean, noisy, manifest = N.ingest(data, {"seed": args.seed})
-        model_input, _, _, _ = N.preprocess(clean, noisy, manifest, params["preprocess"], train)
-        groups = manifest.drop_duplicates("sample_id").set_index("sample_id")["group"]
+        model_input, _, _, groups = embedded_images(args.seed, crop_size=size)
         ids = [i for i in args.images.split(",") if i] or sorted(model_input)
         for image_id in ids:
             if image_id not in model_input:

@@ -38,12 +38,15 @@ ROOT = Path(__file__).resolve().parents[4]
 DEFAULT_IMAGES = ["gauss_b1_astronaut", "cam_full_cell", "cam_iid_coffee", "gauss_b0_camera"]  # high, medium, near 1.5, low
 
 
-def embedded_images(seed: int = 0) -> tuple[dict, dict, dict]:
-    """The base profile's noisy crops, clean references and parameters (as the pipeline makes them)."""
+def embedded_images(seed: int = 0, crop_size: int | None = None) -> tuple[dict, dict, dict, pd.Series]:
+    """The base profile's noisy crops, clean references, parameters and each image's noise group (as the
+    pipeline makes them; `crop_size` cuts the same crops at another size)."""
     params = yaml.safe_load((ROOT / "conf/base/parameters/mash.yml").read_text())["mash"]
-    clean, noisy, manifest = N.ingest(params["data"], {"seed": seed})
+    data = params["data"] if crop_size is None else {**params["data"], "crop_size": int(crop_size)}
+    clean, noisy, manifest = N.ingest(data, {"seed": seed})
     model_input, reference, _, _ = N.preprocess(clean, noisy, manifest, params["preprocess"], params["train"])
-    return model_input, reference, params
+    groups = manifest.drop_duplicates("sample_id").set_index("sample_id")["group"]
+    return model_input, reference, params, groups
 
 
 def straightforward(noisy: np.ndarray, *, image_id: str, train: dict, rule, seed: int,
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    model_input, reference, params = embedded_images(args.seed)
+    model_input, reference, params, _ = embedded_images(args.seed)
     train = {**params["train"], "iterations": args.iterations, "width": args.width}
     fractions = [float(f) for f in args.probe_fractions.split(",") if f]
     two_thread = {i for i in args.two_thread_images.split(",") if i}
@@ -133,31 +136,30 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             with tempfile.TemporaryDirectory(prefix="mash_fast_") as tmp:
                 fast = mash_fast(y, image_id=image_id, train=train, rule=rule, seed=args.seed, directory=tmp,
                                  probe_steps=steps, threads=2, **probes)
-            psnr = M.psnr(fast["denoised"], x.astype(np.float32))
-            rows.append({**common, "variant": f"fast, probes {steps} steps",
-                         "threads": "probes 1 each in parallel, final run 2", "probe_steps": steps,
-                         "seconds": fast["seconds"], "probe_s": fast["probe_seconds"],
-                         "final_s": fast["final_seconds"], "epsilon": fast["epsilon"], "choice": choice(fast),
-                         "reused_probe": fast["reused_probe"], "psnr": psnr})
-            print(f"{image_id}: fast ({steps} probe steps) {fast['seconds']:.1f} s, {choice(fast)}, "
-                  f"PSNR {psnr - base['psnr']:+.3f} dB against straightforward", flush=True)
+            rows.append(_fast_row(common, f"fast, probes {steps} steps", fast, x, base, probe_steps=steps))
         if args.adaptive:
             with tempfile.TemporaryDirectory(prefix="mash_adaptive_") as tmp:
                 fast = mash_adaptive(y, image_id=image_id, train=train, rule=rule, seed=args.seed, directory=tmp,
                                      threads=2, **probes)
-            psnr = M.psnr(fast["denoised"], x.astype(np.float32))
-            rows.append({**common, "variant": "fast, adaptive probes",
-                         "threads": "probes 1 each in parallel, final run 2", "probe_steps": fast["stopped_at"],
-                         "seconds": fast["seconds"], "probe_s": fast["probe_seconds"],
-                         "final_s": fast["final_seconds"], "epsilon": fast["epsilon"], "choice": choice(fast),
-                         "reused_probe": fast["reused_probe"], "psnr": psnr,
-                         "adaptive": ", ".join(f"{k} {v:g}" for k, v in ADAPTIVE.items())})
-            print(f"{image_id}: adaptive (stopped at {fast['stopped_at']}) {fast['seconds']:.1f} s, {choice(fast)}, "
-                  f"PSNR {psnr - base['psnr']:+.3f} dB against straightforward", flush=True)
+            rows.append(_fast_row(common, "fast, adaptive probes", fast, x, base, probe_steps=fast["stopped_at"],
+                                  adaptive=", ".join(f"{k} {v:g}" for k, v in ADAPTIVE.items())))
         frame = _write(rows, args.out)  # after every image: a killed run keeps what it measured
     print(frame[["image_id", "variant", "seconds", "time_share", "choice", "psnr_difference_db"]]
           .round(3).to_string(index=False))
     return frame
+
+
+def _fast_row(common: dict, variant: str, fast: dict, clean: np.ndarray, base: dict, *, probe_steps: int,
+              **extra) -> dict:
+    """One CSV row of a fast-path variant (its timing split, choice and PSNR), printed against the
+    straightforward run of the same image."""
+    psnr = M.psnr(fast["denoised"], clean.astype(np.float32))
+    print(f"{common['image_id']}: {variant} (probes {probe_steps} steps) {fast['seconds']:.1f} s, {choice(fast)}, "
+          f"PSNR {psnr - base['psnr']:+.3f} dB against straightforward", flush=True)
+    return {**common, "variant": variant, "threads": "probes 1 each in parallel, final run 2",
+            "probe_steps": int(probe_steps), "seconds": fast["seconds"], "probe_s": fast["probe_seconds"],
+            "final_s": fast["final_seconds"], "epsilon": fast["epsilon"], "choice": choice(fast),
+            "reused_probe": fast["reused_probe"], "psnr": psnr, **extra}
 
 
 def _write(rows: list[dict], out: str) -> pd.DataFrame:
