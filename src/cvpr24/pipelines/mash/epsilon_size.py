@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +24,7 @@ import torch
 import cvpr24  # noqa: F401  (numerics pins before any kernel)
 from cvpr24.core.seeding import derive_seed
 from cvpr24.pipelines.mash import nodes as N
+from cvpr24.pipelines.mash.fast import in_parallel
 from cvpr24.pipelines.mash.method import _bsd_kwargs, bsd_job_name, fit_bsd
 from cvpr24.pipelines.mash.report import choice_label
 from cvpr24.pipelines.mash.speed import ROOT, embedded_images
@@ -39,13 +39,7 @@ def probe_traces(noisy, *, image_id: str, train: dict, seed: int, probe_high: fl
         return fit_bsd(noisy, tau=tau, seed=derive_seed(seed, f"{image_id}__{bsd_job_name(tau, False)}"),
                        sigma_every=every, desc=f"{image_id} probe {tau:g}", **kw)
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            high, low = pool.map(one, (probe_high, probe_low))
-    finally:
-        torch.set_num_threads(previous)
+    high, low = in_parallel(one, (probe_high, probe_low))
     return {"high": high, "low": low}
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,18 @@ from cvpr24.pipelines.mash.model import SelectionRule
 #: never stop before half the budget (early epsilon is inflated on i.i.d. noise), three agreeing checks 50
 #: steps apart, each 0.5 grey levels clear of the thresholds.
 ADAPTIVE = {"min_fraction": 0.5, "check_every": 50, "patience": 3, "margin": 0.5}
+
+
+def in_parallel(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """`fn` over `items` on two threads of this process, one torch kernel thread each (the two probes at once,
+    one per core, with no worker start-up); torch's thread count is restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        torch.set_num_threads(previous)
 
 
 def probes_settled(epsilons: Sequence[float], rule: SelectionRule, *, patience: int, margin: float) -> bool:
@@ -91,21 +103,14 @@ def mash_adaptive(noisy: np.ndarray, *, image_id: str, train: dict[str, Any], ru
     pauses = [s for s in range(max(check_every, first - (patience - 1) * check_every), iterations, check_every)]
     trace: list[tuple[int, float]] = []
     stopped = iterations
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for step in pauses:
-                specs = [{"noisy": noisy, "tau": tau, "train": train, "seed": seeds[tau],
-                          "directory": str(directory / f"probe_{tau:g}"), "stop_at": step}
-                         for tau in (probe_high, probe_low)]
-                high, low = pool.map(lambda spec: run_probe(**spec), specs)
-                trace.append((step, abs(float(high["residual_std"]) - float(low["residual_std"]))))
-                if step >= first and probes_settled([e for _, e in trace], rule, patience=patience, margin=margin):
-                    stopped = step
-                    break
-    finally:
-        torch.set_num_threads(previous)
+    for step in pauses:
+        high, low = in_parallel(lambda tau, step=step: run_probe(
+            noisy=noisy, tau=tau, train=train, seed=seeds[tau], directory=str(directory / f"probe_{tau:g}"),
+            stop_at=step), (probe_high, probe_low))
+        trace.append((step, abs(float(high["residual_std"]) - float(low["residual_std"]))))
+        if step >= first and probes_settled([e for _, e in trace], rule, patience=patience, margin=margin):
+            stopped = step
+            break
     paused_s = time.perf_counter() - start
     # The probes are paused at `stopped` (their checkpoints); mash_fast reads epsilon there (no step is
     # repeated) or, when they never settled, trains their last steps and uses the full-budget epsilon.
