@@ -1,5 +1,5 @@
 # The commands of the README: `make tour` (ci sizes through DVC, ~5 min), `make repro` (every table on the
-# embedded data, ~25 min), `make test` (the whole suite, budget 10 min) and `make test-fast` (unit tier,
+# embedded data, ~75 min), `make test` (the whole suite, budget 10 min) and `make test-fast` (unit tier,
 # ~1 min). Each creates .venv and installs the pinned environment if needed.
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -25,7 +25,7 @@ PYTEST := $(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST
 
 help:
 	@echo "make tour      every paper's ci profile through DVC in .tour/ (~5 min): tables, claims, MLflow runs"
-	@echo "make repro     regenerate every paper's tables on the embedded data (dvc repro, ~25 min)"
+	@echo "make repro     regenerate every paper's tables on the embedded data (dvc repro, ~75 min)"
 	@echo "make test      run the whole test suite (budget $(TEST_BUDGET_S) s)"
 	@echo "make test-fast the unit tier (no multi-process tests; budget $(TEST_FAST_BUDGET_S) s): the edit-run loop"
 	@echo "make test-pipeline  the pipeline tier only (each paper's ci pipeline end to end)"

@@ -34,6 +34,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def swap_in_folder(new: Path, dest: Path) -> None:
+    """Replace the folder `dest` by the folder `new` with renames: an existing `dest` is moved aside first and
+    put back if the rename fails (then `new` is deleted and the error re-raised), so `dest` is never half
+    written; the old copy is deleted only once the new one is in place."""
+    import shutil
+    import uuid
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(dest, old)
+    try:
+        os.rename(new, dest)
+    except BaseException:
+        if old is not None:
+            os.rename(old, dest)
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 class NpzDataset(AbstractDataset[dict[str, np.ndarray], dict[str, np.ndarray]]):
     """A dict of arrays in one compressed `.npz` file (keys are the array names)."""
 

@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 from kedro.io import AbstractDataset
 
+from cvpr24.core.datasets import swap_in_folder
 from cvpr24.core.ingest import missing_dataset
 from cvpr24.core.validation import DataValidationError
 
@@ -726,25 +727,8 @@ def write_layout(root: str | Path, synth: dict[str, Any]) -> pd.DataFrame:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _swap_in(tmp, root)
+    swap_in_folder(tmp, root)
     return index
-
-
-def _swap_in(tmp: Path, root: Path) -> None:
-    """Replace `root` by `tmp` (the old root is moved aside first and restored if the rename fails)."""
-    old = None
-    if root.exists():
-        old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(root, old)
-    try:
-        os.rename(tmp, root)
-    except BaseException:
-        if old is not None:
-            os.rename(old, root)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_index(root: str | Path, index: pd.DataFrame) -> None:
