@@ -115,14 +115,17 @@ def fit(arrays: dict[str, np.ndarray], train_idx: np.ndarray, mcfg: M.MagNetConf
     steps = n_steps(len(train_idx), cfg)
     sched = _scheduler(opt, steps, str(cfg.get("schedule", "cosine")))
     gen_order, gen_loss = torch_generator(derive_seed(seed, "order")), torch_generator(derive_seed(seed, "loss"))
-    state = TrainState(generators={"order": gen_order, "loss": gen_loss})
+    order: list[torch.Tensor] = []   # this epoch's permutation: saved in checkpoints, so a resume is exact
+    state = TrainState(generators={"order": gen_order, "loss": gen_loss},
+                       get_extra=lambda: {"order": order[0].clone()} if order else {},
+                       set_extra=lambda extra: order.__setitem__(slice(None), [extra["order"]] if "order" in extra
+                                                                 else []))
     batch, per_epoch = int(cfg["batch"]), math.ceil(len(train_idx) / int(cfg["batch"]))
     images, masks = arrays["images"], arrays["masks"]
     ids, attn, img_of = arrays["ids"], arrays["attn"], arrays["image_index"]
-    order: list[torch.Tensor] = []
 
     def step_fn(step: int) -> dict[str, float]:
-        if step % per_epoch == 0 or not order:   # a fresh permutation per epoch (and after a resume)
+        if step % per_epoch == 0:   # a fresh permutation per epoch
             order[:] = [torch.randperm(len(train_idx), generator=gen_order)]
         pos = step % per_epoch
         sel = train_idx[order[0][pos * batch:(pos + 1) * batch].numpy()]
