@@ -339,7 +339,7 @@ def test_cal_near_zero_when_aligned_and_large_when_swapped():
     # P2T: each fg pixel scores -1/tau against bg pixels at +1/tau -> 2/tau + log|N|; P2P's prototype is
     # built from the fg pixels themselves, so it only measures compactness and stays ~0 here
     assert float(high) > 2 / 0.07
-    empty = M.cal_loss(aligned, t, torch.zeros(2, 4, 4), generator=gen())   # no fg anywhere: skipped
+    empty = M.cal_loss(aligned, t, torch.zeros(2, 4, 4), generator=gen())   # no fg anywhere: no image enters the loss
     assert float(empty) == 0.0
     one = M.cal_loss(swapped[:1], t[:1], gt[:1], generator=gen())
     assert torch.allclose(M.cal_loss(swapped, t, torch.stack([gt[0], torch.ones(4, 4)]), generator=gen()), one)

@@ -50,6 +50,7 @@ import pandas as pd
 from kedro.io import AbstractDataset
 
 from cvpr24.core.datasets import atomic_write_bytes, swap_in_folder
+from cvpr24.core.images import read_rgb
 from cvpr24.core.ingest import missing_dataset
 from cvpr24.core.validation import DataValidationError
 
@@ -900,16 +901,9 @@ def load_refer(data_root: str | Path, dataset: str = "refcoco", split_by: str = 
 
 # ------------------------------------------------------------------------------------------- arrays
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image
-
     if not path.is_file():
         raise missing_dataset("image file", path, "re-download or re-copy it (see pipelines/magnet/README.md)")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as exc:
-        raise DataValidationError(f"image file {path} cannot be decoded ({exc}); re-download or re-copy "
-                                  f"it") from exc
+    return read_rgb(path, "image file", "re-download or re-copy it")
 
 
 def load_split_arrays(refs_df: pd.DataFrame, anns: Mapping[int, Mapping[str, Any]],

@@ -57,6 +57,7 @@ import pandas as pd
 from kedro.io import AbstractDataset
 
 from cvpr24.core.datasets import swap_in_folder
+from cvpr24.core.images import read_rgb
 from cvpr24.core.ingest import missing_dataset
 from cvpr24.core.validation import DataValidationError
 
@@ -141,14 +142,7 @@ def _check_frames(arr: Any, where: str | Path) -> np.ndarray:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as exc:
-        raise DataValidationError(f"frame file {path} cannot be decoded ({exc}); re-run the face-crop "
-                                  f"preprocessing for this video or re-copy the file") from exc
+    return read_rgb(path, "frame file", "re-run the face-crop preprocessing for this video or re-copy the file")
 
 
 def _read_video(path: Path) -> np.ndarray:
