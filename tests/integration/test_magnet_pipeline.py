@@ -59,6 +59,19 @@ def test_embedded_data_is_in_the_refer_layout(mg_project):
     assert (root / "images" / "shaperef" / refs[0]["file_name"]).is_file()
 
 
+def test_no_output_records_where_the_project_lives(mg_project):
+    """A clone elsewhere must write the same bytes (DVC hashes them): no absolute path in the layout pointer
+    or in any parquet's metadata (pandas stores DataFrame.attrs there)."""
+    import pyarrow.parquet as pq
+    data = mg_project / "data" / "ci" / "magnet"
+    assert str(mg_project) not in (data / "01_raw" / "refer" / "layout.json").read_text()
+    files = sorted(data.rglob("*.parquet"))
+    assert files
+    for f in files:
+        meta = pq.read_metadata(f).metadata or {}
+        assert not any(str(mg_project).encode() in v for v in meta.values()), f
+
+
 def test_mlflow_has_one_run_per_row(mg_project):
     from mlflow.tracking import MlflowClient
 

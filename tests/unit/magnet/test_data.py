@@ -317,6 +317,27 @@ def test_shaperef_round_trip(tmp_path):
     assert len(list((tmp_path / D.EMBEDDED_IMAGE_DIR).iterdir())) == 3
 
 
+def test_layout_pointer_is_relative_and_survives_a_move(tmp_path):
+    """The embedded layout's pointer holds no absolute path: a clone or a moved project reads its own copy,
+    and the folder's bytes (DVC's hash of it) do not depend on where the project lives."""
+    sc = D.generate_shaperef(n_train=4, n_val=2, n_testA=2, n_testB=2, seed=3)
+    a, b = tmp_path / "a" / "refer", tmp_path / "b" / "refer"
+    D.ReferLayoutDataset(str(a)).save({"scenes": sc})
+    D.ReferLayoutDataset(str(b)).save({"scenes": sc})
+    assert (a / D.POINTER).read_bytes() == (b / D.POINTER).read_bytes()
+    assert str(tmp_path) not in (a / D.POINTER).read_text()
+    moved = tmp_path / "moved"
+    a.parent.rename(moved)
+    pointer = D.ReferLayoutDataset(str(moved / "refer")).load()
+    assert pointer["data_root"] == str(moved / "refer") and "inside_layout" not in pointer
+    refs = D.load_refer(**pointer)[0]
+    assert refs["sentence"].tolist() == [s.sentence for s in sc]
+    # a real-data pointer is returned as written
+    real = {"data_root": "/data/refer", "dataset": "refcoco", "split_by": "unc", "image_dir": D.COCO_IMAGE_DIR}
+    D.ReferLayoutDataset(str(tmp_path / "real")).save({"pointer": real})
+    assert D.ReferLayoutDataset(str(tmp_path / "real")).load() == real
+
+
 def test_write_refer_is_atomic(tmp_path, monkeypatch):
     sc = D.generate_shaperef(n_train=4, n_val=0, n_testA=0, n_testB=0, seed=0)
 

@@ -998,12 +998,17 @@ class ReferLayoutDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         self.metadata = metadata
 
     def load(self) -> dict[str, Any]:
-        return json.loads((self._path / POINTER).read_text())
+        pointer = json.loads((self._path / POINTER).read_text())
+        if pointer.pop("inside_layout", False):
+            # generated data: the layout is this folder, wherever the project was cloned or moved to
+            pointer["data_root"] = str(self._path)
+        return pointer
 
     def save(self, data: dict[str, Any]) -> None:
         if "scenes" in data:
             write_refer(self._path, data["scenes"], dataset=EMBEDDED_DATASET, split_by="unc")
-            pointer = {"data_root": str(self._path), "dataset": EMBEDDED_DATASET, "split_by": "unc",
+            # relative on purpose: an absolute path would differ per clone (and DVC's hash of the folder with it)
+            pointer = {"data_root": ".", "inside_layout": True, "dataset": EMBEDDED_DATASET, "split_by": "unc",
                        "image_dir": EMBEDDED_IMAGE_DIR}
         elif "pointer" in data:
             pointer = dict(data["pointer"])

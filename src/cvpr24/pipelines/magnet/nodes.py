@@ -106,6 +106,7 @@ def preprocess(layout: dict[str, Any], manifest: pd.DataFrame, prep: dict[str, A
     samples = refs[["sample_id", "ref_id", "ann_id", "image_id", "split", "sent_id", "sentence", "template"]].copy()
     samples["area"] = mi["masks"].reshape(len(refs), -1).sum(1)
     samples["n_unk"] = (mi["ids"] == D.UNK_ID).sum(1)
+    samples.attrs = {}  # pandas writes attrs into the parquet: load_refer's absolute paths would differ per clone
     validate_manifest(samples, E.model_input(size), dataset="magnet.model_input",
                       fix="a ground-truth mask is empty after resizing to magnet.preprocess.image_size: raise it, "
                           "or drop the ref from the dataset")
