@@ -1,0 +1,1 @@
+"""OmniLocalRF: Omnidirectional Local Radiance Fields from Dynamic Videos (CVPR 2024)."""
