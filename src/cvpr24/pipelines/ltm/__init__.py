@@ -1,0 +1,1 @@
+"""LTM: Lightweight Textured Mesh Extraction and Refinement of Large Unbounded Scenes (CVPR 2024)."""
