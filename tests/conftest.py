@@ -64,6 +64,19 @@ FOLDER_TIER = {"unit": "unit", "integration": "pipeline", "ops": "ops"}
 PAPER_BUDGET_S = 150
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the test: small kernels gain nothing from a second thread on the shared 2-core
+    machine (only contention), and training tests stay bit-exact. Use by name or with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_addoption(parser):
     parser.addoption("--time-budget", type=float, default=None, metavar="SECONDS",
                      help="print the suite's wall time against this budget and each paper's test time "

@@ -5,7 +5,7 @@ conventions / mlp.json layout), the viewer's shading formula and the footprint. 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +20,7 @@ from cvpr24.pipelines.ltm.raster import project, render, texture_nearest
 R_SPHERE = 0.6
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------ helpers

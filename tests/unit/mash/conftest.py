@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import torch
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Training tests run single-threaded: faster than two threads on a busy 2-core machine, and bit-exact."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ allocation of RFs along a camera path (a new RF exactly when the drift / window 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -14,14 +13,7 @@ import torch
 from cvpr24.pipelines.omnilocalrf import camera as C
 from cvpr24.pipelines.omnilocalrf import tensorf as T
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small kernels: a second thread only adds contention on the shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_field(grid: int = 8, seed: int = 0, **kw) -> T.TensoRFVM:
