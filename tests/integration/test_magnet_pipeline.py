@@ -46,6 +46,9 @@ def test_ci_run_writes_every_table_claim_and_figure(mg_run, mg_project):
     assert "MagNet" in metrics["table_1"] and "C1" in metrics["claims"]
     for fig in ("examples", "templates", "training"):
         assert (rep / "figures" / f"{fig}.png").stat().st_size > 1000
+    diag = pd.read_csv(rep / "diagnostics.csv")
+    assert diag["job"].iloc[0] == "pretrain" and 0 <= float(diag["pretrain_shape_acc"].iloc[0]) <= 100
+    assert "### Backbone pretraining" in (rep / "README.md").read_text()
     assert mg_run.seconds < 240, f"ci run took {mg_run.seconds:.0f} s (budget 60 s on 2 idle cores)"
 
 
@@ -134,3 +137,10 @@ def test_too_long_expression_stops_before_training(tmp_path):
     text = kedro_session_fails(project, "magnet", {"magnet": {"preprocess": {"max_tokens": 5}}})
     assert "max_tokens=5" in text and "magnet.preprocess.max_tokens" in text, text[-3000:]
     assert not (project / "data" / "ci" / "magnet" / "05_model_input").exists()
+
+
+def test_pretraining_and_a_checkpoint_are_not_both_taken(tmp_path):
+    project = make_project(tmp_path / "proj")
+    text = kedro_session_fails(project, "magnet", {"magnet": {"train": {"init_checkpoint": "weights.pt"}}})
+    assert "magnet.train.init_checkpoint" in text and "pretrain.steps: 0" in text, text[-3000:]
+    assert not (project / "data" / "ci" / "magnet" / "07_model_output").exists()

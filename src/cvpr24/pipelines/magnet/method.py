@@ -30,7 +30,7 @@ import torch
 
 from cvpr24.core.provenance import fingerprint_files
 from cvpr24.core.seeding import derive_seed, torch_generator
-from cvpr24.core.training import Checkpointer, TrainState, cached_job, job_key, train_loop
+from cvpr24.core.training import Checkpointer, TrainState, atomic_torch_save, cached_job, job_key, train_loop
 from cvpr24.pipelines.magnet import metrics as MT
 from cvpr24.pipelines.magnet import model as M
 
@@ -246,6 +246,30 @@ def run_cached(job: dict[str, Any], cfg: dict[str, Any], seed: int, data_fp: str
 
     out, cached = cached_job(directory, f"{job['id']}-s{seed}", key, timed)
     return out, cached, float(out.get("seconds", 0.0))
+
+
+ENCODER_FIELDS = ("encoder", "dims", "blocks", "conv_kernel", "stem_width", "image_size")
+
+
+def pretrained_backbone(mcfg: M.MagNetConfig, pcfg: dict[str, Any], seed: int, directory: str,
+                        progress: bool = False) -> tuple[str, dict[str, float]]:
+    """The image encoder pretrained once for every job (`pretrain.pretrain_encoder`, cached and resumable like a
+    job); returns (path of its weights under MagNet's names, for `init_checkpoint`; diagnostics). The path holds
+    the cache key, so a job keyed by it changes whenever the pretraining does."""
+    from cvpr24.pipelines.magnet import pretrain as P
+
+    key = job_key(job={"id": "pretrain"}, cfg={"pretrain": dict(pcfg),
+                                               "encoder": {f: getattr(mcfg, f) for f in ENCODER_FIELDS}},
+                  seed=seed, code=fingerprint_files([PACKAGE_DIR / "pretrain.py", PACKAGE_DIR / "model.py",
+                                                     PACKAGE_DIR / "data.py",
+                                                     PACKAGE_DIR.parent.parent / "core" / "training.py"]))
+    start = time.perf_counter()
+    out, cached = cached_job(directory, "pretrain", key, lambda ck: {
+        **P.pretrain_encoder(mcfg, pcfg, seed, ck, progress), "seconds": time.perf_counter() - start})
+    path = Path(directory) / f"pretrain-{key}" / "encoder.pt"
+    if not path.is_file():
+        atomic_torch_save(out["state"], path)
+    return str(path), {"cached": cached, "seconds": float(out.get("seconds", 0.0)), **out["accuracy"]}
 
 
 _ARRAYS: dict[str, dict[str, np.ndarray]] = {}

@@ -92,7 +92,7 @@ Provenance of every reconstructed choice (spec markers [code] = read in yxchng/m
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,7 @@ _CHOICES = {
     "mg_text_pass": ("fused", "text"),
     "mg_visual": ("masked", "main"),
     "gate_init": ("w2_zero", "normal", "both_zero"),
+    "encoder": ("convnext", "resnet"),
 }
 
 
@@ -126,9 +127,11 @@ class MagNetConfig:
     max_tokens: int = 12
     image_size: int = 64
     # image encoder: 4 stages, strides 4/8/16/32
+    encoder: str = "convnext"      # convnext (patchify stem, depthwise blocks) | resnet (conv stem, basic blocks)
     dims: tuple[int, ...] = (24, 48, 96, 192)
     blocks: tuple[int, ...] = (1, 1, 1, 1)
     conv_kernel: int = 3
+    stem_width: int = 32           # resnet: width of the first (stride-2) stem convolution
     # text encoder: 4 stages of transformer layers
     text_dim: int = 64
     text_heads: int = 4
@@ -203,7 +206,7 @@ class MagNetConfig:
             raise bad("blocks" if any(b < 0 for b in self.blocks) else "text_layers", "counts must be >= 0")
         if any(len(s) == 0 or any(p < 1 for p in s) for s in self.cam_sizes):
             raise bad("cam_sizes", "each stage needs >= 1 pyramid size, all >= 1")
-        positive = ("vocab_size", "max_tokens", "image_size", "conv_kernel", "text_dim", "text_heads", "text_ffn",
+        positive = ("vocab_size", "max_tokens", "image_size", "conv_kernel", "stem_width", "text_dim", "text_heads", "text_ffn",
                     "fusion_heads", "pixel_dec_heads", "pixel_dec_ffn", "deform_points", "mask_dim", "dec_heads",
                     "dec_ffn", "mg_pool", "mtp_dim", "mtp_heads", "mtp_ffn", "cal_samples")
         for name in positive:
@@ -388,17 +391,51 @@ class _ConvBlock(nn.Module):
         return x + y.permute(0, 3, 1, 2)
 
 
+class _BasicBlock(nn.Module):
+    """ResNet basic block: conv kxk -> BN -> ReLU -> conv kxk -> BN, + identity, ReLU."""
+
+    def __init__(self, dim: int, kernel: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, kernel, padding=kernel // 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(dim)
+        self.conv2 = nn.Conv2d(dim, dim, kernel, padding=kernel // 2, bias=False)
+        self.bn2 = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU())
+
+
 class ImageEncoder(nn.Module):
     """Four conv stages at strides 4/8/16/32 with widths `dims`. `stage(s, x)` downsamples (s > 0) and runs
-    stage s; `forward(images)` runs all four without fusion and returns the four stage outputs."""
+    stage s; `forward(images)` runs all four without fusion and returns the four stage outputs.
 
-    def __init__(self, dims: Sequence[int], blocks: Sequence[int], kernel: int = 3) -> None:
+    kind "convnext": the 4x4 patchify stem, LayerNorm and ConvNeXt blocks (the spec's tiny encoder, 8.2);
+    kind "resnet": a stem of two stride-2 3x3 convolutions (3 -> stem_width -> dims[0]), ResNet basic blocks and
+    stride-2 3x3 downsampling, BatchNorm throughout. From scratch the convnext encoder does not learn to tell the
+    four ShapeRef shapes apart within hundreds of steps, even on a dense shape-labelling task where a plain conv
+    net does (pipelines/magnet/README.md, "Why the backbone is pretrained"); the resnet kind does."""
+
+    def __init__(self, dims: Sequence[int], blocks: Sequence[int], kernel: int = 3, kind: str = "convnext",
+                 stem_width: int = 32) -> None:
         super().__init__()
-        self.dims = tuple(dims)
-        self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 4, stride=4), LayerNorm2d(dims[0]))
-        self.down = nn.ModuleList(nn.Sequential(LayerNorm2d(dims[s]), nn.Conv2d(dims[s], dims[s + 1], 2, stride=2))
-                                  for s in range(3))
-        self.stages = nn.ModuleList(nn.Sequential(*[_ConvBlock(dims[s], kernel) for _ in range(blocks[s])])
+        self.dims, self.kind = tuple(dims), kind
+        if kind == "convnext":
+            self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 4, stride=4), LayerNorm2d(dims[0]))
+            self.down = nn.ModuleList(nn.Sequential(LayerNorm2d(dims[s]), nn.Conv2d(dims[s], dims[s + 1], 2, stride=2))
+                                      for s in range(3))
+            block: Callable[[int, int], nn.Module] = _ConvBlock
+        elif kind == "resnet":
+            self.stem = nn.Sequential(_conv_bn_relu(3, stem_width, 2), _conv_bn_relu(stem_width, dims[0], 2))
+            self.down = nn.ModuleList(_conv_bn_relu(dims[s], dims[s + 1], 2) for s in range(3))
+            block = _BasicBlock
+        else:
+            raise ValueError(f"ImageEncoder kind must be convnext or resnet, got {kind!r}")
+        self.stages = nn.ModuleList(nn.Sequential(*[block(dims[s], kernel) for _ in range(blocks[s])])
                                     for s in range(4))
 
     def stage(self, s: int, x: torch.Tensor) -> torch.Tensor:
@@ -619,7 +656,7 @@ class FusionEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         dims = cfg.dims
-        self.image = ImageEncoder(dims, cfg.blocks, cfg.conv_kernel)
+        self.image = ImageEncoder(dims, cfg.blocks, cfg.conv_kernel, cfg.encoder, cfg.stem_width)
         self.text = TextEncoder(cfg.vocab_size, cfg.max_tokens, cfg.text_dim, cfg.text_heads, cfg.text_ffn,
                                 cfg.text_layers)
         self.pwams = nn.ModuleList(PWAM(d, cfg.text_dim, cfg.fusion_heads) for d in dims)

@@ -152,8 +152,23 @@ def train(model_input: dict[str, np.ndarray], samples: pd.DataFrame, vocab: dict
     seed_of = {derive_seed(int(runtime["seed"]), "seed", int(s)): int(s) for s in train["seeds"]}
     derived = {s: d for d, s in seed_of.items()}
     Path(ckpt).mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="arrays-", dir=ckpt))
     workers = int(train.get("workers", 1))
+    pre_rows = []
+    pcfg = dict(train.get("pretrain") or {})
+    if int(pcfg.get("steps", 0)) > 0:
+        if cfg.get("init_checkpoint"):
+            raise ValueError("magnet.train.pretrain.steps > 0 and magnet.train.init_checkpoint are both set: the "
+                             "encoder would be pretrained and then overwritten; set pretrain.steps: 0 to start from "
+                             "the checkpoint, or init_checkpoint: null to pretrain")
+        torch.set_num_threads(max(workers, 1))   # one process: the pretraining may use every worker's core
+        mcfg0 = F.model_config(cfg, {}, len(voc), model_input["ids"].shape[1], model_input["images"].shape[1])
+        path, info = F.pretrained_backbone(mcfg0, pcfg, int(runtime["seed"]), ckpt, progress)
+        cfg = {**cfg, "init_checkpoint": path}
+        pre_rows = [{"job": "pretrain", "seed": int(train["seeds"][0]), **info}]
+        log.info("magnet: backbone pretrained (%s), foreground shape accuracy %.1f %%, colour %.1f %%",
+                 "cached" if info["cached"] else f"{info['seconds']:.0f} s", info.get("pretrain_shape_acc", np.nan),
+                 info.get("pretrain_colour_acc", np.nan))
+    folder = Path(tempfile.mkdtemp(prefix="arrays-", dir=ckpt))
     jobs = [{"folder": str(folder), "job": j, "seed": seed, "cfg": cfg, "vocab_size": len(voc),
              "word_ids": word_ids, "mtp_split": str(evaluate.get("mtp_split", "val")), "data_fp": fp, "code": code,
              "ckpt": ckpt} for j, s in plan_jobs(train) for seed in [derived[s]]]
@@ -169,7 +184,7 @@ def train(model_input: dict[str, np.ndarray], samples: pd.DataFrame, vocab: dict
         bits.setdefault("eval_idx", rec["eval_idx"])
         log_rows.append({"job": jid, "seed": s, "cached": rec["cached"], "seconds": rec["seconds"], **rec["diag"]})
         history.extend({"job_id": f"{jid}/s{s}", **h} for h in rec["history"])
-    train_log = pd.DataFrame(log_rows)
+    train_log = pd.DataFrame(pre_rows + log_rows)
     log.info("magnet train: %d jobs (%d from the cache), %.0f s of training", len(train_log),
              int(train_log["cached"].sum()), float(train_log["seconds"].sum()))
     log_history_to_active_run([{k: v for k, v in h.items() if k in ("job_id", "step", "total")} for h in history],

@@ -157,6 +157,16 @@ def grounding_table(log: pd.DataFrame) -> str:
     return agg.to_markdown()
 
 
+def backbone_section(log: pd.DataFrame) -> tuple[str, str]:
+    row = log[log["job"] == "pretrain"].iloc[0]
+    return ("Backbone pretraining (the stand-in for the paper's ImageNet-pretrained Swin)",
+            "Every referring job starts from one image encoder pretrained on dense shape and colour labels of fresh "
+            "ShapeRef images (no expression, no referred object; none of them is an image of the referring splits). "
+            f"On {int(row['pretrain_n_eval'])} held-out images of another seed it labels foreground pixels with the right shape "
+            f"{row['pretrain_shape_acc']:.1f} % of the time (chance 25 %) and the right colour "
+            f"{row['pretrain_colour_acc']:.1f} % (chance 20 %). Why: pipelines/magnet/README.md.")
+
+
 def render(scores: pd.DataFrame, pairs: pd.DataFrame, pred: dict[str, np.ndarray], log: pd.DataFrame,
            history: pd.DataFrame, rows: pd.DataFrame, mi: dict[str, np.ndarray], samples: pd.DataFrame,
            vocab: dict[str, Any], paper: dict[str, Any], params: dict[str, Any],
@@ -173,7 +183,8 @@ def render(scores: pd.DataFrame, pairs: pd.DataFrame, pred: dict[str, np.ndarray
         Figure("training", "Segmentation loss per config (seed 0).", figure_training(history, dpi)),
     ]
     times = log.groupby("job")["seconds"].agg(["count", "sum"]).round(1)
-    sections = [
+    sections = [backbone_section(log)] if "pretrain_shape_acc" in log and (log["job"] == "pretrain").any() else []
+    sections += [
         ("Mask Grounding: does the masked-token predictor use the mask?",
          "Accuracy (%) of the masked-token predictor on one masked colour or shape word per val expression (n "
          "expressions), given the true mask, the mask of another object of the same image, or neither (visual and "
