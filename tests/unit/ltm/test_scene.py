@@ -38,12 +38,7 @@ def folder_copy(tiny_folder: Path, tmp_path: Path) -> Path:
 
 
 def fd_grad(p: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    g = np.empty_like(p)
-    for k in range(3):
-        e = np.zeros(3)
-        e[k] = h
-        g[:, k] = (SCENE.sdf(p + e) - SCENE.sdf(p - e)) / (2 * h)
-    return g
+    return S.sdf_gradient(SCENE, p, h)
 
 
 # ------------------------------------------------------------------------------------------------ the SDF

@@ -109,6 +109,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cvpr24.core.geometry import (  # noqa: F401  (contract, uncontract re-exported)
+    CONTRACTIONS,
+    UNCONTRACT_EPS,
+    check_contraction,
+    contract,
+    contraction_norm,
+    uncontract,
+)
 from cvpr24.pipelines.ltm.colmap import Cameras
 from cvpr24.pipelines.ltm.raster import (
     Fragments,
@@ -153,49 +161,8 @@ __all__ = [
     "viewer_shade",
 ]
 
-CONTRACTIONS = ("linf", "l2", "none")
-UNCONTRACT_EPS = 4e-6  # |c| is clamped to 2 - this before uncontracting (|x| ~ 1.25e5 at most)
 MLP_KEYS = ("net.0.weight", "net.1.weight")
 ArrayLike = np.ndarray | Tensor
-
-
-# ============================================================================================ contraction
-def _check_kind(kind: str) -> None:
-    if kind not in CONTRACTIONS:
-        raise ValueError(f"contraction must be one of {CONTRACTIONS}, got {kind!r}")
-
-
-def _norm(x: ArrayLike, kind: str) -> ArrayLike:
-    if isinstance(x, Tensor):
-        return x.abs().amax(-1, keepdim=True) if kind == "linf" else x.norm(dim=-1, keepdim=True)
-    return np.abs(x).max(-1, keepdims=True) if kind == "linf" else np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def contract(x: ArrayLike, kind: str = "linf") -> ArrayLike:
-    """Contract world points ``(..., 3)`` (numpy or torch, differentiable) into the radius-2 box (``linf``) or ball
-    (``l2``): identity where ``|x| <= 1``, else ``(2 - 1/|x|) x / |x|``. ``none`` returns ``x``."""
-    _check_kind(kind)
-    if kind == "none":
-        return x
-    m = _norm(x, kind)
-    if isinstance(x, Tensor):
-        ms = m.clamp_min(1.0)
-        return torch.where(m <= 1.0, x, (2.0 - 1.0 / ms) * x / ms)
-    ms = np.maximum(m, 1.0)
-    return np.where(m <= 1.0, x, (2.0 - 1.0 / ms) * x / ms)
-
-
-def uncontract(c: ArrayLike, kind: str = "linf") -> ArrayLike:
-    """Inverse of :func:`contract`: identity where ``|c| <= 1``, else ``c / (m (2 - m))`` with ``m = |c|`` clamped to
-    ``2 - UNCONTRACT_EPS`` (points at or beyond the image of infinity come back far away but finite)."""
-    _check_kind(kind)
-    if kind == "none":
-        return c
-    m = _norm(c, kind)
-    top = 2.0 - UNCONTRACT_EPS
-    if isinstance(c, Tensor):
-        return torch.where(m <= 1.0, c, c / m.clamp_min(1.0) / (2.0 - m.clamp(1.0, top)))
-    return np.where(m <= 1.0, c, c / np.maximum(m, 1.0) / (2.0 - np.clip(m, 1.0, top)))
 
 
 # ============================================================================================ stage B
@@ -283,7 +250,7 @@ def _drop_vertices(vertices: np.ndarray, faces: np.ndarray, drop: np.ndarray) ->
 def cascade_bounds(contraction: str = "linf", bound: float = 2.0) -> list[float]:
     """Half-sizes of the cascades' sampling boxes: [1, 2] with contraction (contracted units), else
     ``min(2^k, bound)`` for k = 0 .. ceil(log2 bound) (world units; NeRF2Mesh's cascades)."""
-    _check_kind(contraction)
+    check_contraction(contraction)
     if contraction != "none":
         return [1.0, 2.0]
     n = 1 + max(0, math.ceil(math.log2(bound)))
@@ -298,7 +265,7 @@ def extract_cascades(sdf_fn: Callable[[Any], Any], resolution: int | Sequence[in
     inner cube and the outer cascade(s) (module docstring, "Stage B"). ``resolution``: grid points per axis, one
     value or one per cascade. ``array``: hand the points to ``sdf_fn`` as torch float32 tensors or numpy arrays.
     Returns one :class:`MeshCascade` per cascade, vertices in world space (an empty mesh where nothing is found)."""
-    _check_kind(contraction)
+    check_contraction(contraction)
     bounds = cascade_bounds(contraction, bound)
     res = [int(resolution)] * len(bounds) if np.isscalar(resolution) else [int(r) for r in resolution]
     if len(res) != len(bounds):
@@ -315,7 +282,7 @@ def extract_cascades(sdf_fn: Callable[[Any], Any], resolution: int | Sequence[in
             voxel = 2.0 * b / (r - 1)  # = world size inside the previous box (contraction is the identity there)
             drop = np.abs(v).max(1) <= min(inner_cut * bounds[k - 1], bounds[k - 1] - voxel)
             if contraction != "none":
-                drop |= _norm(c, contraction)[:, 0] >= 2.0 - far_margin * voxel
+                drop |= contraction_norm(c, contraction)[:, 0] >= 2.0 - far_margin * voxel
             if aabb is not None:
                 lo, hi = np.asarray(aabb, dtype=np.float64).reshape(2, 3)
                 drop |= ((v < lo) | (v > hi)).any(1)

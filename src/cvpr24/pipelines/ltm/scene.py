@@ -607,7 +607,7 @@ def surface_samples(scene: GardenLite, n: int, *, resolution: int = 256, extent:
         r1, r2 = np.sqrt(rng.random(m)), rng.random(m)
         p = ((1 - r1)[:, None] * tri[f, 0] + (r1 * (1 - r2))[:, None] * tri[f, 1] + (r1 * r2)[:, None] * tri[f, 2])
         for _ in range(4):
-            g = _grad(scene, p)
+            g = sdf_gradient(scene, p)
             p = p - (scene.sdf(p) / np.maximum((g * g).sum(1), 1e-12))[:, None] * g
         ok = (np.abs(scene.sdf(p)) < tol) & (np.abs(p).max(1) <= extent)
         out_p.append(p[ok])
@@ -621,7 +621,8 @@ def surface_samples(scene: GardenLite, n: int, *, resolution: int = 256, extent:
     return pts, nrm
 
 
-def _grad(scene: GardenLite, p: np.ndarray, h: float = 1e-6) -> np.ndarray:
+def sdf_gradient(scene: GardenLite, p: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    """Central finite-difference gradient of the scene SDF at points p (n, 3)."""
     g = np.empty_like(p)
     for k in range(3):
         e = np.zeros(3)

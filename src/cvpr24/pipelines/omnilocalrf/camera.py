@@ -29,6 +29,8 @@ import math
 import torch
 from torch import Tensor
 
+from cvpr24.core import geometry
+
 NEAR = 1.0
 FAR = 1000.0
 SAMPLE_OFFSET = 0.1
@@ -121,13 +123,12 @@ def matrix_to_rotation_6d(rot: Tensor) -> Tensor:
 
 
 def contract(x: Tensor) -> Tensor:
-    """mip-NeRF 360 contraction of points (..., 3): x if |x| <= 1 else (2 - 1/|x|) x / |x| (radius < 2).
+    """mip-NeRF 360 contraction of points (..., 3): x if |x| <= 1 else (2 - 1/|x|) x / |x| (radius < 2);
+    `cvpr24.core.geometry.contract` with the l2 norm.
 
     The code writes (2|x| - 1) / (|x|^2 + 1e-6) x: the same map up to the 1e-6 (relative difference <= 1e-6).
     """
-    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    safe = norm.clamp_min(1.0)
-    return torch.where(norm <= 1, x, (2 - 1 / safe) / safe * x)
+    return geometry.contract(x, "l2")
 
 
 def sample_ray_distances(n_samples: int, near: float = NEAR, far: float = FAR, *, jitter: bool = False,
