@@ -117,11 +117,9 @@ def test_schedules() -> None:
 # ------------------------------------------------------------------------------------------------ fields
 def test_double_sphere_pretraining_signs() -> None:
     cfg = FL.FieldConfig(**{**TINY, "pretrain_iters": 300, "pretrain_points": 2048})
-    sdf = FL.SDFField(cfg)
+    sdf = FL.build_fields(cfg)[0]                      # seeded (a bare SDFField(cfg) draws from the global RNG)
     mse = FL.pretrain_double_sphere(sdf, cfg)
-    # RMS about 0.1 contracted units against targets of magnitude up to 1 (measured 0.0091-0.0102 on two machines:
-    # float reductions differ; the sign checks below are the real test)
-    assert mse < 0.015
+    assert mse < 0.01                                   # measured 0.00928: RMS < 0.1 contracted units
     g = torch.Generator().manual_seed(2)
     dirs = torch.randn(500, 3, generator=g)
     dirs = dirs / dirs.norm(dim=-1, keepdim=True)
@@ -142,7 +140,7 @@ def test_field_contraction_is_identity_in_unit_box() -> None:
     far = torch.randn(1000, 3, generator=g) * 50
     for kind in ("linf", "l2"):
         cfg = FL.FieldConfig(**TINY, contraction=kind)
-        sdf, colour = FL.SDFField(cfg), FL.ColourField(cfg)
+        sdf, colour = FL.build_fields(cfg)
         inside = x if kind == "linf" else x[x.norm(dim=-1) <= 1]
         for f in (sdf, colour):
             torch.testing.assert_close(f.contract(inside), inside, atol=0, rtol=0)
@@ -155,7 +153,7 @@ def test_field_contraction_is_identity_in_unit_box() -> None:
 
 def test_viewer_weights_reproduce_shade() -> None:
     cfg = FL.FieldConfig(**TINY)
-    colour = FL.ColourField(cfg)
+    colour = FL.build_fields(cfg)[1]
     with torch.no_grad():  # a head that is not saturated, so the comparison means something
         colour.specular[2].weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(4))
     w = colour.viewer_weights()
