@@ -646,6 +646,16 @@ def _check_mlp(weights: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+def write_mlp_json(folder: Path, mlp: dict[str, np.ndarray], bound: float, cascades: int) -> None:
+    """The viewer's ``mlp.json``: the shading MLP's checked weights transposed (the viewer's layout), ``bound`` and
+    the number of cascades."""
+    doc: dict[str, Any] = {k: v.T.tolist() for k, v in mlp.items()}
+    doc["bound"] = bound
+    doc["cascade"] = int(cascades)
+    with open(Path(folder) / "mlp.json", "w") as fh:
+        json.dump(doc, fh, indent=2)
+
+
 def export_viewer(folder: str | Path, cascades: Sequence[TexturedCascade], mlp_weights: Mapping[str, Any], *,
                   bound: float = 2.0, jpeg_quality: int = 95, subsampling: str = "4:2:0") -> Path:
     """Write the viewer's files (module docstring, "Stage E") into ``folder``, atomically (a temporary sibling
@@ -672,11 +682,7 @@ def export_viewer(folder: str | Path, cascades: Sequence[TexturedCascade], mlp_w
                     raise ValueError(f"cascade {c}: {name} must be (H, W, 3) uint8, got {arr.shape}")
                 Image.fromarray(arr, "RGB").save(tmp / name, format="JPEG", quality=int(jpeg_quality),
                                                  subsampling=subsampling)
-        doc: dict[str, Any] = {k: v.T.tolist() for k, v in mlp.items()}
-        doc["bound"] = bound
-        doc["cascade"] = len(cascades)
-        with open(tmp / "mlp.json", "w") as fh:
-            json.dump(doc, fh, indent=2)
+        write_mlp_json(tmp, mlp, bound, len(cascades))
         swap_in_folder(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -102,7 +102,7 @@ import torch.nn.functional as TF
 from torch import Tensor, nn
 
 from cvpr24.pipelines.ltm.colmap import Cameras
-from cvpr24.pipelines.ltm.mesh import MLP_KEYS, _check_mlp, camera_mvp, viewer_shade
+from cvpr24.pipelines.ltm.mesh import MLP_KEYS, _check_mlp, camera_mvp, viewer_shade, write_mlp_json
 from cvpr24.pipelines.ltm.raster import EdgeTopology, Fragments, edge_topology, render
 
 log = logging.getLogger(__name__)
@@ -792,11 +792,7 @@ def write_vertex_colour_asset(folder: str | Path, cascades_with_feats: Sequence[
     try:
         with open(tmp / VERTEX_ASSET_FILE, "wb") as fh:
             np.savez(fh, **arrays)  # uncompressed
-        doc: dict[str, Any] = {k: v.T.tolist() for k, v in mlp.items()}
-        doc["bound"] = bound
-        doc["cascade"] = len(cascades_with_feats)
-        with open(tmp / "mlp.json", "w") as fh:
-            json.dump(doc, fh, indent=2)
+        write_mlp_json(tmp, mlp, bound, len(cascades_with_feats))
         swap_in_folder(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
