@@ -249,11 +249,13 @@ def evaluate(models: dict[str, Any], model_input: dict[str, np.ndarray], evaluat
     has_gt = dyn_ids is not None
     views, runs, renders = [], [], {}
     figure_rows = list(evaluate.get("figure_rows", []))
+    scenes: dict[str, Any] = {}  # one SceneTensors per video (sharpness weights computed once, not per run)
     for name, m in models.items():
         t0 = time.perf_counter()
         variant = m["variant"]
-        arrays = _train_arrays(model_input, variant)
-        scene = _tensors(arrays, False)
+        if variant not in scenes:
+            scenes[variant] = _tensors(_train_arrays(model_input, variant), False)
+        scene = scenes[variant]
         model = TrainedModel(m["export"], scene)
         test_ids = np.flatnonzero(model_input[f"{variant}_test"])
         imgs = []

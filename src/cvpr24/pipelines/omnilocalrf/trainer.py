@@ -55,6 +55,7 @@ from cvpr24.pipelines.omnilocalrf.tensorf import (
     LocalRFs,
     ProgressiveSchedule,
     TensoRFVM,
+    apply_exposure,
     n_to_reso,
     n_voxel_schedule,
     render_rays,
@@ -261,7 +262,6 @@ class Trainer:
         self.mask_mlp_opt = torch.optim.Adam(self.mask.mlp.parameters(), lr=cfg.lr_dyn_mlp, betas=(0.9, 0.99))
         self.iteration = 0
         self.iters_since_rf = 0
-        self.last_upsample_iter = 0
         self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ construction helpers
@@ -314,7 +314,7 @@ class Trainer:
         rays_d = (pose[:, :3, :3] @ dirs[..., None])[..., 0]
         out = render_rays(self.rfs.fields[rf_id], pose[:, :3, 3], rays_d, n_samples=self.n_samples, jitter=jitter,
                           generator=self.gen)
-        rgb = torch.bmm(self.rfs.exposures(frames).detach(), out.rgb.clamp(0, 1)[..., None])[..., 0]
+        rgb = apply_exposure(out.rgb.clamp(0, 1), self.rfs.exposures(frames).detach())
         return rgb, out
 
     def _patches(self, frames: list[int], n_patches: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -458,7 +458,6 @@ class Trainer:
             if tick.upsample_to is not None:
                 self.rfs.fields[-1].upsample(n_to_reso(tick.upsample_to))
                 self.rf_opts[-1] = self._rf_optimizer(self.rfs.fields[-1])
-                self.last_upsample_iter = sched.rf_iter
             with torch.no_grad():
                 mse = torch.mean((rgb - gt) ** 2)
             metrics.update(loss=float(loss.detach()), photo=float(photo.detach()), psnr=float(-10 * torch.log10(mse.clamp_min(1e-10))),
@@ -483,7 +482,6 @@ class Trainer:
                 for g in self.mask_mlp_opt.param_groups:
                     g["lr"] = cfg.lr_dyn_mlp
             self.iters_since_rf = 0
-            self.last_upsample_iter = 0
         self.iteration += 1
         metrics.update(frames=float(sched.active[1]), rfs=float(self.rfs.n_rfs), finished=float(ev.finished))
         return metrics
@@ -616,7 +614,7 @@ class Trainer:
         sched["upsample_per_frame"] = {int(k): int(v) for k, v in sched["upsample_per_frame"].items()}
         return {
             "iteration": self.iteration, "iters_since_rf": self.iters_since_rf,
-            "last_upsample_iter": self.last_upsample_iter, "field_count": self._field_count,
+            "field_count": self._field_count,
             "schedule": sched, "n_frames": len(self.poses), "n_rfs": self.rfs.n_rfs,
             "grids": [list(f.grid_size) for f in self.rfs.fields], "pose_linked_rf": list(self.rfs.pose_linked_rf),
             "rfs": self.rfs.state_dict(), "poses": self.poses.state_dict(), "mask": self.mask.state_dict(),
@@ -664,7 +662,7 @@ class Trainer:
             setattr(self.schedule, k, v)
         self.schedule.active = list(st["schedule"]["active"])
         self.iteration, self.iters_since_rf = int(st["iteration"]), int(st["iters_since_rf"])
-        self.last_upsample_iter, self._field_count = int(st["last_upsample_iter"]), int(st["field_count"])
+        self._field_count = int(st["field_count"])
         self.gen.set_state(st["generator"])
         torch.set_rng_state(st["torch_rng"])
         hist = st["history"]
