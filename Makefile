@@ -12,7 +12,7 @@ export GX_ANALYTICS_ENABLED := False
 export MPLBACKEND := Agg
 
 .PHONY: install repro tour test test-fast test-pipeline ci-check ci-baseline lint mlflow-ui mlflow-server viz \
-	browser test-ops bench-ddp help
+	browser espeak test-ops bench-ddp help
 
 # The whole suite's wall-time budget: `make test` prints the time against it; CI (CI set) fails past it.
 # 900 s since 2026-12-02: on an avx2-only 2-core EPYC the suite took 848 s (install 287 s) where the avx512 machine
@@ -37,6 +37,7 @@ help:
 	@echo "make mlflow-server  a tracking server on 127.0.0.1:5000 (SQLite, artifacts served)"
 	@echo "make viz       kedro-viz on http://127.0.0.1:4141"
 	@echo "make browser   install Debian's chromium (for the browser tests; needs root)"
+	@echo "make espeak    install Debian's espeak-ng (AV2AV's embedded speech; needs root)"
 	@echo "make test-ops  the operations tests alone (servers on loopback, headless chromium)"
 
 $(BIN)/python:
@@ -52,22 +53,22 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock
 install: $(VENV)/.installed
 
 # `dvc repro`, with a line per stage saying where it is (paper k of n, stage, elapsed)
-repro: install
+repro: install espeak
 	$(BIN)/python -m cvpr24.core.repro
 
 # The newcomer's tour: a scratch copy of the project (.tour/) on the ci profile, every paper's stages and
 # the index through `dvc repro`; TOUR_FLAGS=--fresh starts the copy over.
-tour: install
+tour: install espeak
 	$(BIN)/python -m cvpr24.core.repro --tour $(TOUR_FLAGS)
 
-test: install
+test: install espeak
 	$(PYTEST) --time-budget=$(TEST_BUDGET_S)
 
 # the unit tier without its few multi-process tests (marked slow; `make test` runs them)
 test-fast: install
 	$(PYTEST) -m "unit and not slow" --time-budget=$(TEST_FAST_BUDGET_S)
 
-test-pipeline: install
+test-pipeline: install espeak
 	$(PYTEST) -m pipeline
 
 # CI: regenerate the ci-profile tables of every pipeline and fail when a metric moved beyond tolerance
@@ -103,6 +104,12 @@ viz: install
 browser:
 	@test -x /usr/bin/chromium || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 	@/usr/bin/chromium --version
+
+# Debian's espeak-ng (the speech synthesiser of AV2AV's embedded corpus; its library gives phoneme timings)
+espeak:
+	@test -e /usr/lib/x86_64-linux-gnu/libespeak-ng.so.1 -o -e /usr/lib/aarch64-linux-gnu/libespeak-ng.so.1 || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q espeak-ng; }
+	@espeak-ng --version
 
 test-ops: install browser
 	$(PYTEST) -m ops
