@@ -43,7 +43,9 @@ def test_pad_units_and_pingpong_lengths():
     frames = np.arange(4)
     for n in (0, 3, 4, 11, 30):
         assert len(fm.pingpong(frames, n)) == n
-    assert fm.pingpong(frames, 11).tolist() == [0, 1, 2, 3, 3, 2, 1, 0, 0, 1, 2]
+    # the official order: the turning frames are not repeated (checked against av2av's unit2av inference)
+    assert fm.pingpong(frames, 11).tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2]
+    assert fm.pingpong(frames[:1], 3).tolist() == [0, 0, 0]
 
 
 def test_renderer_shapes_range_and_ablation():

@@ -40,6 +40,8 @@ def test_durations_official_rule_and_at_least_one():
     pred = torch.log1p(torch.tensor([0.0, 0.4, 2.6, 3.0, -5.0]))
     pred[-1] = -10.0
     assert durations_from_log(pred).tolist() == [1, 1, 3, 3, 1]
+    # the official order (cast, then clamp): an overflowing prediction still gives 1, never a negative length
+    assert durations_from_log(torch.tensor([50.0])).tolist() == [1]
 
 
 def _toy_items(n=24, t=60, seed=0):

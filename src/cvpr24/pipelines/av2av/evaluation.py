@@ -120,13 +120,19 @@ def evaluate(models: dict[str, Any], model_input: dict[str, Any], train: dict[st
     rows = []
 
     def run_system(name: str, modality: str, snr: str, units_of, tuples_sel, translate_units: bool = True,
-                   spk_override=None):
+                   spk_override=None, oracle: bool = False):
         sel = [s for s in src["sample_id"] if texts[s]["tuple_id"] in tuples_sel]
         items = [(s, tgt) for s in sel for tgt in LANGS if tgt != texts[s]["lang"]]
         if not items:
             return None
         su = {s: dedup(units_of[s]) for s in sel}
-        if translate_units:
+        if oracle:   # the target-language utterance's own units: the speech chain's upper bound
+            of = {(r["tuple_id"], r["lang"]): sid for sid, r in texts.items()}
+            items = [(s, t) for s, t in items if (texts[s]["tuple_id"], t) in of]
+            if not items:
+                return None
+            out = [dedup(units_of[of[(texts[s]["tuple_id"], t)]]) for s, t in items]
+        elif translate_units:
             out = TR.translate(m.mt, m.vocab, [su[s] for s, _ in items], [texts[s]["lang"] for s, _ in items],
                                [t for _, t in items], beam=m.beam)
         else:
@@ -150,6 +156,7 @@ def evaluate(models: dict[str, Any], model_input: dict[str, Any], train: dict[st
     for name, mod, snr, tsel in tqdm(plan, desc="av2av: translate + speak", disable=not progress):
         keep[name] = run_system(name, mod, snr, by_id((mod, snr)), tsel)
     run_system("copy source units", "AV", "clean", by_id(("AV", "clean")), main_t, translate_units=False)
+    run_system("oracle target units", "AV", "clean", by_id(("AV", "clean")), main_t, oracle=True)
     # zero-shot speaker check: the same translations with the speaker embedding zeroed
     zero_dim = spk_src.shape[1]
     keep["zero_spk"] = run_system("AV2AV, speaker embedding zeroed", "AV", "clean", by_id(("AV", "clean")), main_t,

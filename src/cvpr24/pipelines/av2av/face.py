@@ -152,14 +152,16 @@ def pad_units(units: Sequence[int] | np.ndarray, window: int = WIN_UNITS) -> np.
 
 
 def pingpong(frames: np.ndarray, n: int) -> np.ndarray:
-    """Loop frames forward then backward (0..T-1, T-1..0, 0..) to exactly `n` frames (official inference:
-    the frame list is extended by its reverse, so the turning frames appear twice)."""
+    """Loop frames forward then backward (0..T-1, T-2..1, 0..) to exactly `n` frames, as the official inference
+    (which extends the list by `flip(0)[1:]` and `[1:]`, so the turning frames are not repeated); a one-frame
+    video repeats its frame (the official loop never ends there)."""
     frames = np.asarray(frames)
     if len(frames) == 0:
         raise ValueError("pingpong: no source frames")
     if n < 0:
         raise ValueError(f"pingpong: n must be >= 0, got {n}")
-    period = np.concatenate([np.arange(len(frames)), np.arange(len(frames))[::-1]])
+    t = len(frames)
+    period = np.arange(t) if t == 1 else np.concatenate([np.arange(t), np.arange(t - 2, 0, -1)])
     return frames[period[np.arange(n) % len(period)]]
 
 

@@ -7,9 +7,7 @@ preprocess  -> every utterance read back through the one validating loader (`dat
                into the models' inputs: stacked log filterbanks, MFCC, 50 Hz log-mels, lip ROIs, babble-noise
                versions (training: random SNRs; test: each SNR of the robustness table), face frames of the
                renderer's training subset and of the test set
-train       -> every model, cached and resumable, two at a time (jobs.py): stage A (unit extractor, ASR, speaker
-               encoder, SyncNet, viseme classifier), stage B on stage A's units (translator on audio-only units,
-               unit-to-mel vocoder, face renderer with and without its unit branch)
+train       -> fit.py: every model, cached and resumable, two at a time (jobs.py)
 evaluate    -> evaluation.py: the whole AV2AV chain per input condition, the baselines, ASR-BLEU, unit accuracy,
                LSE-C / LSE-D, FID-proxy, speaker similarity; one table row per cell
 report      -> tables, claims, figures, playable clips (report.py)
@@ -25,18 +23,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from cvpr24.core.ingest import dispatch, missing_dataset
 from cvpr24.core.provenance import fingerprint_arrays
 from cvpr24.core.seeding import derive_seed
-from cvpr24.core.tracking import log_history_to_active_run
 from cvpr24.core.validation import DataValidationError
 from cvpr24.pipelines.av2av import data as D
 from cvpr24.pipelines.av2av import features as FE
-from cvpr24.pipelines.av2av import jobs as J
-from cvpr24.pipelines.av2av.common import LANGS, dedup, run_lengths
+from cvpr24.pipelines.av2av.common import LANGS
 
 log = logging.getLogger(__name__)
 REAL_FIX = ("see pipelines/av2av/README.md (Real data): point av2av.data.real.root at a folder with "
@@ -48,7 +43,6 @@ SPLITS = ("train", "valid", "test")
 def _embedded_corpus(data: dict[str, Any], seed: int, progress: bool) -> dict[str, Any]:
     from cvpr24.pipelines.av2av import corpus as C
     from cvpr24.pipelines.av2av import espeak as E
-    from cvpr24.pipelines.av2av import visual as V
 
     E.require_espeak(tuple(data.get("langs", LANGS)))
     sizes = dict(data["corpus"])
@@ -65,15 +59,31 @@ def _embedded_corpus(data: dict[str, Any], seed: int, progress: bool) -> dict[st
                 rng = np.random.default_rng(derive_seed(seed, "speaker", uid))
                 spk = speakers[split][int(rng.integers(len(speakers[split])))]
                 jobs.append((split, uid, t, lang, spk))
+    from cvpr24.core.parallel import map_jobs
+
+    workers = int(data.get("workers", 2))
+    chunks = [jobs[i::workers * 4] for i in range(workers * 4)]   # interleaved, so chunks take similar time
+    done = map_jobs(_synth_chunk, [{"items": c, "seed": seed} for c in chunks if c], workers=workers,
+                    threads=workers, desc="av2av: synthesise EspeakAV", progress=progress)
+    by_id = {u["id"]: u for part in done for u in part}
     utts, splits = [], {s: [] for s in SPLITS}
-    for split, uid, t, lang, spk in tqdm(jobs, desc="av2av: synthesise EspeakAV", disable=not progress,
-                                         mininterval=1.0):
-        u = V.make_utterance(t["text"][lang], lang, spk, derive_seed(seed, "face", uid))
-        utts.append({"id": uid, "lang": lang, "speaker": spk["id"], "tuple_id": t["tuple_id"], "texts": t["text"],
-                     "audio": u["audio"], "frames": u["frames"], "lip": u["lip"], "bboxes": u["bboxes"],
-                     "phonemes": u["phonemes"]})
+    for split, uid, _t, _lang, _spk in jobs:        # the order of `jobs`, whatever the worker count
+        utts.append(by_id[uid])
         splits[split].append(uid)
     return {"utterances": utts, "splits": splits}
+
+
+def _synth_chunk(items: list[tuple], seed: int) -> list[dict[str, Any]]:
+    """Speech (espeak-ng) and face video of some utterances: one job of the ingest's worker pool."""
+    from cvpr24.pipelines.av2av import visual as V
+
+    out = []
+    for _split, uid, t, lang, spk in items:
+        u = V.make_utterance(t["text"][lang], lang, spk, derive_seed(seed, "face", uid))
+        out.append({"id": uid, "lang": lang, "speaker": spk["id"], "tuple_id": t["tuple_id"], "texts": t["text"],
+                    "audio": u["audio"], "frames": u["frames"], "lip": u["lip"], "bboxes": u["bboxes"],
+                    "phonemes": u["phonemes"]})
+    return out
 
 
 def ingest(data: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any]:
@@ -198,121 +208,3 @@ def preprocess(raw_corpus: dict[str, Any], manifest: pd.DataFrame, prep: dict[st
     log.info("av2av preprocess: %d utterances (%s), %d with faces", len(man),
              man["split"].value_counts().to_dict(), len(out["faces"]))
     return {"meta": man, **out, "noisy_train": noisy_train, "test_noisy": test_noisy, "fingerprint": fp}
-
-
-# -------------------------------------------------------------------------------------------- train
-def _idx(mi: dict[str, Any], split: str) -> np.ndarray:
-    return np.flatnonzero(mi["meta"]["split"].to_numpy() == split)
-
-
-def face_windows(mi: dict[str, Any], ids: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    pos = {s: i for i, s in enumerate(mi["meta"]["sample_id"])}
-    return [mi["faces"][s] for s in ids], [mi["mel"][pos[s]] for s in ids]
-
-
-def train(model_input: dict[str, Any], train: dict[str, Any], runtime: dict[str, Any]):
-    """Every model (cached, resumable), stage A then stage B, two jobs at a time on one thread each."""
-    from cvpr24.core.parallel import map_jobs
-    from cvpr24.pipelines.av2av import corpus as C
-
-    torch.set_num_threads(int(runtime.get("threads", 2)))
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    mi = model_input
-    seed, progress = int(runtime["seed"]), bool(runtime.get("progress", True))
-    workers = int(train.get("workers", 2))
-    root, code, fp = str(train["checkpoint_dir"]), J.code_fingerprint(), mi["fingerprint"]
-    meta = mi["meta"]
-    tr, va = _idx(mi, "train"), _idx(mi, "valid")
-    face_ids = sorted(s for s in mi["faces"] if meta.set_index("sample_id").loc[s, "split"] == "train")
-    faces, face_mels = face_windows(mi, face_ids)
-    common = {"root": root, "fp": fp, "code": code, "progress": progress and workers == 1}
-    stage_a = [
-        (J.job_units, {"a104": [mi["a104"][i] for i in tr], "noisy": mi["noisy_train"],
-                       "lips": [mi["lip"][i] for i in tr], "mfcc": [mi["mfcc"][i] for i in tr],
-                       "cfg": dict(train["units"]), "seed": derive_seed(seed, "units")}),
-        (J.job_asr, {"mels": [mi["mel"][i] for i in tr],
-                     "texts": [C.normalize_text(meta.loc[i, "text"]) for i in tr],
-                     "langs": meta.loc[tr, "lang"].tolist(), "charset": C.CHARSET, "cfg": dict(train["asr"]),
-                     "seed": derive_seed(seed, "asr")}),
-        (J.job_speaker, {"waves": [mi["audio"][i] for i in tr], "speakers": meta.loc[tr, "speaker"].tolist(),
-                         "cfg": dict(train["speaker"]), "seed": derive_seed(seed, "speaker")}),
-        (J.job_syncnet, {"faces": faces, "mels": face_mels, "cfg": dict(train["syncnet"]),
-                         "seed": derive_seed(seed, "syncnet")}),
-    ]
-    if all(s in mi["visemes"] for s in face_ids):
-        stage_a.append((J.job_viseme, {"frames": np.concatenate(faces),
-                                       "labels": np.concatenate([mi["visemes"][s] for s in face_ids]),
-                                       "cfg": dict(train["viseme"]), "seed": derive_seed(seed, "viseme")}))
-    outs = _map(map_jobs, stage_a, common, workers, "av2av: train stage A", progress)
-    models = {o["name"]: o for o in outs}
-    # stage A's units: audio-only (the translator's A2A training pairs) and audio-visual (vocoder, renderer)
-    unit_model = J.load_units(models["units"], train["units"])
-    trva = np.concatenate([tr, va])
-    a_units = J.U.extract_units_batch(unit_model, [mi["a104"][i] for i in trva], None)
-    av_units = J.U.extract_units_batch(unit_model, [mi["a104"][i] for i in trva], [mi["lip"][i] for i in trva])
-    a_units = dict(zip(meta.loc[trva, "sample_id"], a_units, strict=True))
-    av_units = dict(zip(meta.loc[trva, "sample_id"], av_units, strict=True))
-    spk_model = J.load_speaker(models["speaker"])
-    spk = J.SP.embed_speakers(spk_model, [mi["audio"][i] for i in tr])
-    k = int(train["units"]["iter1"]["K"])
-    pairs = {s: translation_pairs(meta, np.asarray(idx), a_units) for s, idx in (("train", tr), ("valid", va))}
-    voc_items = [{"units50": av_units[meta.loc[i, "sample_id"]], "mel": mi["mel"][i], "spk_emb": spk[j],
-                  "lang": meta.loc[i, "lang"]} for j, i in enumerate(tr)]
-    face_units = [av_units[s] for s in face_ids]
-    rcfg = dict(train["renderer"])
-    stage_b = [
-        (J.job_translation, {"pairs": pairs["train"], "valid_pairs": pairs["valid"], "K": k,
-                             "cfg": dict(train["translation"]), "seed": derive_seed(seed, "translation")}),
-        (J.job_vocoder, {"items": voc_items, "cfg": {**dict(train["vocoder"]), "n_units": k},
-                         "seed": derive_seed(seed, "vocoder")}),
-        (J.job_renderer, {"faces": faces, "units": face_units, "mels": face_mels,
-                          "sync_state": models["syncnet"]["state"], "sync_cfg": dict(train["syncnet"]),
-                          "cfg": {**rcfg, "K": k}, "seed": derive_seed(seed, "renderer")}),
-        (J.job_renderer, {"faces": faces, "units": face_units, "mels": face_mels,
-                          "sync_state": models["syncnet"]["state"], "sync_cfg": dict(train["syncnet"]),
-                          "cfg": {**rcfg, "K": k, "use_units": False}, "seed": derive_seed(seed, "renderer")}),
-    ]
-    for o in _map(map_jobs, stage_b, common, workers, "av2av: train stage B", progress):
-        models[o["name"]] = o
-    log_rows, history = [], []
-    for name, o in models.items():
-        log_rows.append({"job": name, "cached": o["cached"], "seconds": o["seconds"]})
-        history.extend({"job_id": name, **h} for h in o.get("history", []))
-    train_log = pd.DataFrame(log_rows)
-    log.info("av2av train: %d jobs (%d cached), %.0f s", len(train_log), int(train_log["cached"].sum()),
-             float(train_log["seconds"].sum()))
-    log_history_to_active_run([{k: v for k, v in h.items() if k in ("job_id", "step", "loss")} for h in history],
-                              prefix="loss")
-    hist = pd.DataFrame(history)
-    for col in ("job_id", "stage", "step", "loss"):
-        if col not in hist:
-            hist[col] = np.nan
-    keep = {n: {k: v for k, v in o.items() if k not in ("history",)} for n, o in models.items()}
-    return keep, train_log, hist
-
-
-def _map(map_jobs, specs, common, workers, desc, progress):
-    jobs = [{"fn": fn, "kwargs": {**kw, **common}} for fn, kw in specs]
-    return map_jobs(_call, jobs, workers=workers, threads=workers, desc=desc, progress=progress)
-
-
-def _call(fn, kwargs):
-    return fn(**kwargs)
-
-
-def translation_pairs(meta: pd.DataFrame, idx: np.ndarray, units: dict[str, np.ndarray]) -> list[tuple]:
-    """Every ordered pair of different languages of the same sentence tuple: (src units, src, tgt units, tgt)."""
-    sub = meta.loc[idx]
-    pairs = []
-    for _tid, grp in sub.groupby("tuple_id", sort=True):
-        rows = grp.sort_values("lang").to_dict("records")
-        for a in rows:
-            for b in rows:
-                if a["lang"] != b["lang"]:
-                    pairs.append((dedup(units[a["sample_id"]]), a["lang"], dedup(units[b["sample_id"]]),
-                                  b["lang"]))
-    return pairs
-
-
-def duration_targets(units50: np.ndarray) -> tuple[list[int], list[int]]:
-    return run_lengths(units50)

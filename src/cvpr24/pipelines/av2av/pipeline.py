@@ -9,6 +9,7 @@ from kedro.pipeline import Pipeline, node
 
 from cvpr24.core.pipelines import paper_pipeline
 from cvpr24.pipelines.av2av import evaluation as ev
+from cvpr24.pipelines.av2av import fit
 from cvpr24.pipelines.av2av import nodes as n
 from cvpr24.pipelines.av2av import report as rp
 
@@ -19,7 +20,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         node(n.manifest, ["raw_corpus", "params:data"], "raw_manifest", name="manifest", tags=["ingest"]),
         node(n.preprocess, ["raw_corpus", "raw_manifest", "params:preprocess", "params:runtime"], "model_input",
              name="preprocess", tags=["preprocess"]),
-        node(n.train, ["model_input", "params:train", "params:runtime"], ["models", "train_log", "train_history"],
+        node(fit.train, ["model_input", "params:train", "params:runtime"], ["models", "train_log", "train_history"],
              name="train", tags=["train"]),
         node(ev.evaluate, ["models", "model_input", "params:train", "params:evaluate", "params:runtime"],
              ["translations", "unit_scores", "av_scores", "clips"], name="evaluate", tags=["evaluate"]),

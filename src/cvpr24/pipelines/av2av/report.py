@@ -20,7 +20,8 @@ from cvpr24.pipelines.av2av import asr as R
 from cvpr24.pipelines.av2av.common import FPS, SR
 
 SYSTEMS_T1 = {"AV2AV (AV input)": "AV2AV", "A2A (audio-only input)": "A2A", "V input (lips only)": "V2AV",
-              "cascade (ASR → dictionary MT → espeak-ng)": "cascade", "copy source units": "copy source units"}
+              "cascade (ASR → dictionary MT → espeak-ng)": "cascade", "copy source units": "copy source units",
+              "oracle: the target speech's own units (speech-chain bound)": "oracle target units"}
 DATA = "EspeakAV test tuples, held-out speakers"
 
 

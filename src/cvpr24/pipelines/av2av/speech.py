@@ -248,8 +248,8 @@ def length_regulate(h: torch.Tensor, durations: torch.Tensor, lengths: torch.Ten
 
 
 def durations_from_log(log_pred: torch.Tensor) -> torch.Tensor:
-    """Official inference rule: clamp(round(exp(pred) - 1), min 1) (long)."""
-    return torch.clamp(torch.round(torch.exp(log_pred) - 1), min=1).long()
+    """Official inference rule (fairseq CodeHiFiGAN): round(exp(pred) - 1) cast to long, then clamped to >= 1."""
+    return torch.clamp(torch.round(torch.exp(log_pred) - 1).long(), min=1)
 
 
 class _ConvLN(nn.Module):
