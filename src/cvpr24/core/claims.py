@@ -163,8 +163,8 @@ def evaluate_claims(paper: Mapping[str, Any], measurements: Mapping[str, Measure
         if v["verdict"] == NA and units:
             missing = [k for k, x in units.items() if math.isnan(x)]
             note = "; ".join(filter(None, [note, f"missing value for {', '.join(missing)}"]))
-        elif v["verdict"] == NA and m is not None:
-            note = "; ".join(filter(None, [note, f"no {spec.over} to measure on in this profile"]))
+        elif v["verdict"] == NA and m is not None and not m.note:   # a measurement's own reason stands alone
+            note = "; ".join(filter(None, [note, f"no {spec.over or 'value'} to measure on in this profile"]))
         rows.append({
             "id": cid, "kind": spec.kind, "statement": spec.statement, "where": spec.where, "check": spec.check,
             "direction": spec.direction, "threshold": spec.threshold, "units": spec.units, "over": spec.over,

@@ -254,7 +254,9 @@ def table_markdown(spec: TableSpec, display: pd.DataFrame, footnotes: list[str],
         lines += ["", *[f"[{i + 1}] {text}  " for i, text in enumerate(footnotes)]]
     if ours is not None and "n" in ours.columns:
         sub = ours[ours["table"] == spec.table_id]
-        shown = sub[sub["value"].map(_is_number)] if "over" in sub else sub.iloc[0:0]
+        # .astype(bool): on a table with no rows of ours the map gives an empty float Series, which [] would
+        # read as column labels
+        shown = sub[sub["value"].map(_is_number).astype(bool)] if "over" in sub else sub.iloc[0:0]
         overs = sorted({str(o) for o in shown["over"].dropna() if o})
         if overs:
             lines += ["", f"(n=…) after each of our numbers: how many {' / '.join(overs)} it averages; "

@@ -101,3 +101,29 @@ def test_bleu_wrapper():
     expect = 100 * np.exp(np.mean(np.log([8 / 9, 6 / 8, 4 / 7, 3 / 6])))
     got = bleu(["the quick brown fox jumps over a lazy dog"], refs[:1])
     assert got == pytest.approx(expect, abs=1e-6)
+
+
+def test_snap_to_lexicon_picks_nearest_word_independent_of_order():
+    from cvpr24.pipelines.av2av.asr import snap_to_lexicon
+
+    lex = ["the", "man", "sees", "book", "books"]
+    assert snap_to_lexicon("th mam ses bok", lex) == "the man sees book"
+    assert snap_to_lexicon("the man sees books", lex) == "the man sees books"   # exact words are kept
+    assert snap_to_lexicon("", lex) == ""
+    # ties in edit distance: the closer length, then the alphabet, never the lexicon's order
+    assert snap_to_lexicon("boo", lex) == snap_to_lexicon("boo", lex[::-1]) == "book"
+    assert snap_to_lexicon("ab", ["ax", "ay"]) == snap_to_lexicon("ab", ["ay", "ax"]) == "ax"
+    cache: dict[str, str] = {}
+    assert snap_to_lexicon("mam mam", lex, cache) == "man man" and cache == {"mam": "man"}
+    with pytest.raises(ValueError, match="empty"):
+        snap_to_lexicon("x", [])
+
+
+def test_lexicon_decoding_lowers_wer_of_character_errors():
+    from cvpr24.pipelines.av2av import corpus as C
+    from cvpr24.pipelines.av2av.asr import snap_to_lexicon
+
+    ref = C.normalize_text(C.generate({"subj": 2, "verb": 1, "obj": 3, "time": 0}, "es"))
+    noisy = " ".join(w[:-1] + "x" if len(w) > 3 else w for w in ref.split())   # one wrong letter per long word
+    assert wer([noisy], [ref]) > 0.3
+    assert wer([snap_to_lexicon(noisy, C.lexicon("es"))], [ref]) == 0.0

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from cvpr24.pipelines.av2av import corpus as C
 from cvpr24.pipelines.av2av.common import LANGS
 from cvpr24.pipelines.av2av.corpus import (
     CHARSET,
@@ -85,3 +86,13 @@ def test_dictionary_translate_tolerates_asr_errors():
     assert dictionary_translate("", "en", "es") == ""
     with pytest.raises(ValueError):
         dictionary_translate("i see the book", "en", "de")
+
+
+def test_lexicon_holds_every_word_the_grammar_generates_and_nothing_else():
+    for lang in LANGS:
+        words = {w for sl in C.all_slots() for w in C.normalize_text(C.generate(sl, lang)).split()}
+        assert set(C.lexicon(lang)) == words
+        assert list(C.lexicon(lang)) == sorted(C.lexicon(lang))
+    assert "j'ai" in C.lexicon("fr") and "homme" not in C.lexicon("fr")   # elisions are one word
+    with pytest.raises(ValueError, match="language"):
+        C.lexicon("xx")

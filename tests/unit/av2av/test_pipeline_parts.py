@@ -62,3 +62,35 @@ def test_corpus_folder_is_written_atomically(tmp_path):
         FO.write_corpus([good, bad], {"test": ["t0_en", "t1_en"]}, dest)
     assert (dest / "test.tsv").read_text() == first                            # the previous corpus is intact
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".corpus")]
+
+
+def test_bleu_difference_claims_are_na_at_the_floor_not_pass():
+    """Two systems both at 0 BLEU 'agree' trivially: C1b / C3 must say N/A, and C6b (zeroing removes the
+    speaker gap) is N/A when C6 shows no gap."""
+    rows = []
+    for system in ("AV2AV", "A2A"):
+        for tgt in ("en", "es"):
+            rows.append({"system": system, "src": "fr", "tgt": tgt, "tuple_id": "t0", "snr": "clean",
+                         "hyp": "r", "ref": "the old man reads the newspaper every morning"})
+    tr = pd.DataFrame(rows)
+    units = pd.DataFrame([{"sample_id": "s", "modality": m, "snr": "clean", "unit_acc": 0.5} for m in ("A", "V", "AV")])
+    av = pd.DataFrame([{"kind": "speaker", "system": s, "gap": g} for s, g in
+                       (("source embedding", 0.1), ("source embedding", -0.1), ("zeroed embedding", -0.2))]
+                      + [{"kind": "video", "system": "AV-Renderer (ours)", "clip": 0, "lse_d": 1.0, "lse_c": 0.1},
+                         {"kind": "video", "system": "source video unchanged", "clip": 0, "lse_d": 1.1, "lse_c": 0.0},
+                         {"kind": "video", "system": "w/o unit branch", "clip": 0, "lse_d": 1.2, "lse_c": 0.0}])
+    m = RP.measure_claims(tr, units, av, k=100)
+    assert m["C1b"].units == {} and "floor" in m["C1b"].note
+    assert m["C3"].units == {}
+    assert m["C6b"].units == {} and m["C6"].units["outputs"] == 0.5
+    assert m["C5"].units == {"0": pytest.approx(0.1)}
+
+
+@pytest.mark.parametrize("shapes", [[(5, 8, 8, 3)], [(5, 8, 8, 3), (5, 8, 8, 3)], [(5, 8, 8, 3), (7, 8, 8, 3)]])
+def test_clip_lists_stay_one_item_per_clip(shapes):
+    from cvpr24.pipelines.av2av.evaluation import _object_vector
+
+    items = [np.zeros(s, np.uint8) for s in shapes]
+    out = _object_vector(items)
+    assert out.shape == (len(shapes),) and out.dtype == object
+    assert all(o.shape == s for o, s in zip(out, shapes, strict=True))

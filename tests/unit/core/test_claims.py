@@ -72,6 +72,14 @@ def test_unmeasured_claim_is_na_and_unknown_measurement_is_an_error():
         evaluate_claims(PAPER, {"Z": Measurement([1.0])})
 
 
+def test_empty_measurement_keeps_its_own_reason_or_gets_a_generic_one():
+    out = evaluate_claims(PAPER, {"A": Measurement({}, note="both at the floor"), "B": Measurement({})}).set_index("id")
+    assert out.loc["A", "verdict"] == NA and out.loc["A", "note"].endswith("both at the floor")
+    assert "to measure on" not in out.loc["A", "note"]
+    assert out.loc["B", "verdict"] == NA and "to measure on in this profile" in out.loc["B", "note"]
+    assert "no  " not in out.loc["B", "note"]
+
+
 def test_sanity_checks_are_kept_out_of_the_paper_tally():
     out = evaluate_claims(PAPER, {"A": Measurement([1.0]), "B": Measurement([0.5, 3.0]), "S": Measurement([1.0])})
     assert tally(out, "paper") == {PASS: 1, FAIL: 0, INCONCLUSIVE: 1, NA: 0}

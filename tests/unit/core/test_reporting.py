@@ -61,3 +61,16 @@ def test_numpy_counts_are_numbers_so_n_reaches_the_csv():
     assert _is_number(np.int64(3)) and _is_number(np.float32(0.5)) and _is_number(2)
     assert not _is_number(True) and not _is_number(np.bool_(True)) and not _is_number(float("nan"))
     assert not _is_number(None) and not _is_number("3")
+
+
+def test_table_with_no_rows_of_ours_renders_paper_only():
+    from cvpr24.core.reporting import table_markdown
+
+    spec = table_specs(PAPER)["table_1"]
+    ours = _ours().assign(n=1, over="seeds")
+    empty = ours[ours["table"] == "other"]   # this profile measured nothing for table_1
+    display, notes = compose_table(spec, empty)
+    md = table_markdown(spec, display, notes, ours=empty)
+    assert "30.00" in md and "(n=…)" not in md
+    assert "(n=…) after each of our numbers: how many seeds" in table_markdown(spec, *compose_table(spec, ours),
+                                                                               ours=ours)

@@ -208,6 +208,34 @@ def transcribe(model: CTCRecognizer, mels: Sequence[np.ndarray], langs: Sequence
     return hyps
 
 
+def _edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def snap_to_lexicon(text: str, lexicon: Sequence[str], cache: dict[str, str] | None = None) -> str:
+    """Lexicon-constrained decoding of a greedy transcript: each word becomes the lexicon word at the smallest
+    character edit distance (ties: the shorter length difference, then alphabetical order, so the result does
+    not depend on the lexicon's order). What an ASR with a closed vocabulary outputs; `cache` memoises words."""
+    if not lexicon:
+        raise ValueError("snap_to_lexicon: the lexicon is empty")
+    out = []
+    for w in text.split():
+        if cache is not None and w in cache:
+            out.append(cache[w])
+            continue
+        best = min(lexicon, key=lambda x: (_edit_distance(w, x), abs(len(x) - len(w)), x))
+        if cache is not None:
+            cache[w] = best
+        out.append(best)
+    return " ".join(out)
+
+
 def _check_pairs(hyps: Sequence[str], refs: Sequence[str], what: str) -> None:
     if len(hyps) != len(refs) or not refs:
         raise ValueError(f"{what}: need equally many (>= 1) hypotheses and references, got {len(hyps)} and "

@@ -269,6 +269,21 @@ def parse(text: str, lang: str) -> dict[str, int]:
     return best_slots
 
 
+@cache
+def lexicon(lang: str) -> tuple[str, ...]:
+    """Every normalised word the grammar can produce in `lang` (sorted): the closed vocabulary an ASR
+    evaluator's lexicon holds (asr.snap_to_lexicon)."""
+    if lang not in LANGS:
+        raise ValueError(f"language must be one of {LANGS}, got {lang!r}")
+    words: set[str] = set()
+    for s in range(len(SUBJECTS)):
+        for v in range(len(VERBS)):
+            words.update(normalize_text(_subj_verb(s, v, lang)).split())
+    for table in (*OBJECTS, *TIMES):
+        words.update(normalize_text(table[lang]).split())
+    return tuple(sorted(words))
+
+
 def dictionary_translate(text: str, src: str, tgt: str) -> str:
     """Cascade-baseline translation: parse `text` (normalised `src` sentence) into slots, generate `tgt`.
 

@@ -52,6 +52,16 @@ class Models:
         self.renderer0 = J.load_renderer(models["renderer_nounits"], {**rcfg, "K": k, "use_units": False})
         self.viseme = J.load_viseme(models["viseme"], dict(train["viseme"])) if "viseme" in models else None
         self.charset = charset
+        self._snap: dict[str, dict[str, str]] = {}
+
+    def transcribe(self, mels: list[np.ndarray], langs: list[str]) -> tuple[list[str], list[str]]:
+        """(raw greedy CTC transcripts, the same snapped to the target language's lexicon): the second is the
+        evaluator's output (an ASR with a closed vocabulary), the first is kept for the record."""
+        from cvpr24.pipelines.av2av import corpus as C
+
+        raw = R.transcribe(self.asr, mels, langs, self.charset)
+        snapped = [R.snap_to_lexicon(h, C.lexicon(t), self._snap.setdefault(t, {})) for h, t in zip(raw, langs, strict=True)]
+        return raw, snapped
 
 
 def speak(m: Models, units: list[list[int]], spk: np.ndarray, langs: list[str], gl_iters: int, seed: int
@@ -66,9 +76,11 @@ def speak(m: Models, units: list[list[int]], spk: np.ndarray, langs: list[str], 
     return waves, heard, expanded
 
 
-def asr_bleu(m: Models, heard: list[np.ndarray], langs: list[str], refs: list[str]) -> tuple[list[str], float]:
-    hyps = R.transcribe(m.asr, heard, langs, m.charset)
-    return hyps, R.bleu(hyps, refs)
+def asr_bleu(m: Models, heard: list[np.ndarray], langs: list[str], refs: list[str]
+             ) -> tuple[list[str], list[str], float]:
+    """(raw transcripts, lexicon-decoded transcripts, corpus BLEU of the latter)."""
+    raw, hyps = m.transcribe(heard, langs)
+    return raw, hyps, R.bleu(hyps, refs)
 
 
 def evaluate(models: dict[str, Any], model_input: dict[str, Any], train: dict[str, Any], params: dict[str, Any],
@@ -140,11 +152,11 @@ def evaluate(models: dict[str, Any], model_input: dict[str, Any], train: dict[st
         spk = np.stack([spk_of[s] if spk_override is None else spk_override(s) for s, _ in items])
         waves, heard, expanded = speak(m, out, spk, [t for _, t in items], gl, derive_seed(seed, "gl", name))
         refs = [C.normalize_text(texts[s][f"text_{t}"]) for s, t in items]
-        hyps, _ = asr_bleu(m, heard, [t for _, t in items], refs)
-        for (s, t), h, r, o in zip(items, hyps, refs, out, strict=True):
+        raw, hyps, _ = asr_bleu(m, heard, [t for _, t in items], refs)
+        for (s, t), h, hr, r, o in zip(items, hyps, raw, refs, out, strict=True):
             rows.append({"system": name, "modality": modality, "snr": snr, "sample_id": s,
                          "src": texts[s]["lang"], "tgt": t, "tuple_id": texts[s]["tuple_id"], "hyp": h, "ref": r,
-                         "n_units": len(o)})
+                         "hyp_raw": hr, "n_units": len(o)})
         return {"items": items, "waves": waves, "heard": heard, "expanded": expanded, "out": out}
 
     def by_id(key):
@@ -183,12 +195,12 @@ def cascade_rows(m: Models, mi, src, texts, snrs, main_t, rob_t, rows, pos, para
         tsel = main_t if snr == "clean" else rob_t
         sel = [s for s in src["sample_id"] if texts[s]["tuple_id"] in tsel]
         mels = [mi["mel"][pos[s]] if snr == "clean" else mi["test_noisy"][snr][s]["mel"] for s in sel]
-        src_hyp = R.transcribe(m.asr, mels, [texts[s]["lang"] for s in sel], m.charset)
+        src_raw, src_hyp = m.transcribe(mels, [texts[s]["lang"] for s in sel])
         if snr == "clean":   # the recogniser on held-out real speech: how far ASR-BLEU can be trusted
-            for s, h in zip(sel, src_hyp, strict=True):
+            for s, h, hr in zip(sel, src_hyp, src_raw, strict=True):
                 rows.append({"system": "ASR on real speech", "modality": "A", "snr": snr, "sample_id": s,
                              "src": texts[s]["lang"], "tgt": texts[s]["lang"], "tuple_id": texts[s]["tuple_id"],
-                             "hyp": h, "ref": C.normalize_text(texts[s]["text"]), "n_units": 0})
+                             "hyp": h, "ref": C.normalize_text(texts[s]["text"]), "hyp_raw": hr, "n_units": 0})
         items, heard, refs = [], [], []
         for s, h in zip(sel, src_hyp, strict=True):
             for t in LANGS:
@@ -199,11 +211,11 @@ def cascade_rows(m: Models, mi, src, texts, snrs, main_t, rob_t, rows, pos, para
                 items.append((s, t))
                 heard.append(FE.log_mel(wave.astype(np.float32)))
                 refs.append(C.normalize_text(texts[s][f"text_{t}"]))
-        hyps = R.transcribe(m.asr, heard, [t for _, t in items], m.charset)
-        for (s, t), h, r in zip(items, hyps, refs, strict=True):
+        raw, hyps = m.transcribe(heard, [t for _, t in items])
+        for (s, t), h, hr, r in zip(items, hyps, raw, refs, strict=True):
             rows.append({"system": "cascade" + ("" if snr == "clean" else f"@{snr}"), "modality": "A", "snr": snr,
                          "sample_id": s, "src": texts[s]["lang"], "tgt": t, "tuple_id": texts[s]["tuple_id"],
-                         "hyp": h, "ref": r, "n_units": 0})
+                         "hyp": h, "ref": r, "hyp_raw": hr, "n_units": 0})
 
 
 def speaker_rows(m: Models, full: dict, zero: dict, texts: dict, spk_of: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -291,7 +303,16 @@ def video_rows(m: Models, mi, run: dict, texts: dict, pos: dict, params: dict, s
             if frames:
                 fid[name] = FA.frechet_distance(FA.viseme_features(m.viseme, np.concatenate(frames)), real_f)
         df["fid_proxy"] = df["system"].map(fid)
-    return df, {k: np.array(v, dtype=object) if isinstance(v, list) else v for k, v in clips.items()}
+    return df, {k: _object_vector(v) if isinstance(v, list) else v for k, v in clips.items()}
+
+
+def _object_vector(items: list) -> np.ndarray:
+    """A 1-D object array holding each item as it is: np.array(items, dtype=object) would stack equally shaped
+    arrays (one clip, or clips of one length) into an n-D array of scalars."""
+    out = np.empty(len(items), dtype=object)
+    for i, x in enumerate(items):
+        out[i] = x
+    return out
 
 
 def template_table(m: Models, mi) -> np.ndarray | None:
