@@ -132,7 +132,7 @@ def evaluate(models: dict[str, Any], model_input: dict[str, Any], train: dict[st
     rows = []
 
     def run_system(name: str, modality: str, snr: str, units_of, tuples_sel, translate_units: bool = True,
-                   spk_override=None, oracle: bool = False):
+                   spk_override=None, oracle: bool = False, same_as: dict | None = None):
         sel = [s for s in src["sample_id"] if texts[s]["tuple_id"] in tuples_sel]
         items = [(s, tgt) for s in sel for tgt in LANGS if tgt != texts[s]["lang"]]
         if not items:
@@ -144,6 +144,10 @@ def evaluate(models: dict[str, Any], model_input: dict[str, Any], train: dict[st
             if not items:
                 return None
             out = [dedup(units_of[of[(texts[s]["tuple_id"], t)]]) for s, t in items]
+        elif same_as is not None:   # the same inputs through the same deterministic beam search: reuse its output
+            if same_as["items"] != items:
+                raise RuntimeError(f"{name}: cannot reuse the translations of another system with other items")
+            out = same_as["out"]
         elif translate_units:
             out = TR.translate(m.mt, m.vocab, [su[s] for s, _ in items], [texts[s]["lang"] for s, _ in items],
                                [t for _, t in items], beam=m.beam)
@@ -172,7 +176,7 @@ def evaluate(models: dict[str, Any], model_input: dict[str, Any], train: dict[st
     # zero-shot speaker check: the same translations with the speaker embedding zeroed
     zero_dim = spk_src.shape[1]
     keep["zero_spk"] = run_system("AV2AV, speaker embedding zeroed", "AV", "clean", by_id(("AV", "clean")), main_t,
-                                  spk_override=lambda s: np.zeros(zero_dim, np.float32))
+                                  spk_override=lambda s: np.zeros(zero_dim, np.float32), same_as=keep["AV2AV"])
     cascade_rows(m, mi, src, texts, snrs, main_t, rob_t, rows, pos, params, seed)
     trans = pd.DataFrame(rows)
 
