@@ -29,7 +29,10 @@ try:
 except espeak.EspeakMissingError:
     HAVE = False
 # skipped on a developer machine without espeak-ng; under CI (CI set) the tests run and fail with the fix
-needs_espeak = pytest.mark.skipif(not HAVE and not os.environ.get("CI"), reason="espeak-ng missing: run `make espeak`")
+needs_espeak = pytest.mark.skipif(
+    not HAVE and not os.environ.get("CI"),
+    reason="the espeak-ng system library is not installed here (`make espeak` installs it); skipped only outside "
+           "CI: under CI it is installed by .ci/run and these tests must run")
 
 
 def test_table_basics():

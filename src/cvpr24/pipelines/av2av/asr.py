@@ -22,6 +22,7 @@ from torch import nn
 
 from cvpr24.core.training import Checkpointer, TrainState, train_loop
 from cvpr24.pipelines.av2av.common import LANGS, N_MELS
+from cvpr24.pipelines.av2av.corpus import _edit as edit_distance  # the cascade parser's Levenshtein, one copy
 from cvpr24.pipelines.av2av.speech import _config, _pad, lang_index
 
 BLANK = 0
@@ -208,16 +209,6 @@ def transcribe(model: CTCRecognizer, mels: Sequence[np.ndarray], langs: Sequence
     return hyps
 
 
-def _edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def snap_to_lexicon(text: str, lexicon: Sequence[str], cache: dict[str, str] | None = None) -> str:
     """Lexicon-constrained decoding of a greedy transcript: each word becomes the lexicon word at the smallest
     character edit distance (ties: the shorter length difference, then alphabetical order, so the result does
@@ -229,7 +220,7 @@ def snap_to_lexicon(text: str, lexicon: Sequence[str], cache: dict[str, str] | N
         if cache is not None and w in cache:
             out.append(cache[w])
             continue
-        best = min(lexicon, key=lambda x: (_edit_distance(w, x), abs(len(x) - len(w)), x))
+        best = min(lexicon, key=lambda x: (edit_distance(w, x), abs(len(x) - len(w)), x))
         if cache is not None:
             cache[w] = best
         out.append(best)
