@@ -73,6 +73,18 @@ def test_trained_models_come_back_from_the_cache(av_project):
             "renderer_nounits"} == set(log["job"])
 
 
+def test_report_prunes_clips_it_no_longer_writes(av_project):
+    """A re-rendered report removes playable clips of an earlier run (another profile size, other test ids)."""
+    clips = av_project / "reports" / "ci" / "av2av" / "clips"
+    stale = [clips / "spk9_xx_to_yy.wav", clips / "spk9_xx_to_yy.mp4"]
+    for p in stale:
+        p.write_bytes(b"stale")
+    kept = sorted(p.name for p in clips.iterdir() if p not in stale)
+    kedro_session_run(av_project, "av2av", tags=["report"])
+    assert not any(p.exists() for p in stale)
+    assert sorted(p.name for p in clips.iterdir()) == kept
+
+
 def test_missing_corpus_says_what_to_do(tmp_path):
     project = make_project(tmp_path / "proj")
     text = kedro_session_fails(project, "av2av", {"av2av": {"data": {

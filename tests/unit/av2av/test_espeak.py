@@ -79,3 +79,20 @@ def test_missing_library_message(monkeypatch):
     monkeypatch.setattr(espeak.ctypes.util, "find_library", lambda name: None)
     with pytest.raises(espeak.EspeakMissingError, match="make espeak"):
         espeak.require_espeak()
+
+
+@needs_espeak
+def test_synthesis_server_keeps_the_caller_pristine_and_restarts():
+    """The caller never initialises the library (every utterance comes from the server's pristine state); a
+    server that died is replaced and gives the same audio."""
+    a1, p1 = espeak.synthesize("I see the book now.", "en", espeak.SPEAKERS[1])
+    assert "lib" not in espeak._state
+    srv = espeak._state["server"]
+    assert srv["pid"] == os.getpid() and srv["proc"].poll() is None
+    espeak.synthesize("Je vois la pomme.", "fr", espeak.SPEAKERS[4])
+    assert espeak._state["server"]["proc"].pid == srv["proc"].pid   # one server per caller
+    srv["proc"].kill()
+    srv["proc"].wait()
+    a2, p2 = espeak.synthesize("I see the book now.", "en", espeak.SPEAKERS[1])
+    assert espeak._state["server"]["proc"].pid != srv["proc"].pid
+    assert np.array_equal(a1, a2) and p1 == p2

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -242,6 +242,15 @@ def _phrases(lang: str) -> tuple[dict, dict, dict, dict]:
     return sv, obj, tim, exact
 
 
+@lru_cache(maxsize=65536)
+def _closest(chunk: str, lang: str, kind: str) -> tuple[int, object]:
+    """(edit distance, key) of the lexicon phrase of `kind` (sv | obj | time) closest to `chunk` (ties: the
+    smaller key); memoised, since parse tries every segmentation and the cascade parses each source 4 times."""
+    sv, obj, tim, _ = _phrases(lang)
+    table = {"sv": sv, "obj": obj, "time": tim}[kind]
+    return min((_edit(chunk, p), k) for p, k in table.items())
+
+
 def parse(text: str, lang: str) -> dict[str, int]:
     """Best slot dict for a (possibly mis-recognised) sentence: exact lookup, else the segmentation into
     SUBJ+VERB | OBJ | TIME chunks minimising the total character edit distance to lexicon phrases."""
@@ -252,16 +261,15 @@ def parse(text: str, lang: str) -> dict[str, int]:
     words = norm.split()
     n = len(words)
 
-    def best(table: dict, i: int, j: int) -> tuple[int, object]:
-        chunk = " ".join(words[i:j])
-        return min((_edit(chunk, p), k) for p, k in table.items())
+    def best(kind: str, i: int, j: int) -> tuple[int, object]:
+        return _closest(" ".join(words[i:j]), lang, kind)
 
     best_cost, best_slots = None, None
-    sv_cache = {j: best(sv, 0, j) for j in range(0, min(n, 6) + 1)}
+    sv_cache = {j: best("sv", 0, j) for j in range(0, min(n, 6) + 1)}
     for j, (c1, svk) in sv_cache.items():
         for k in range(j, min(n, j + 4) + 1):
-            c2, ok = best(obj, j, k)
-            c3, tk = best(tim, k, n)
+            c2, ok = best("obj", j, k)
+            c3, tk = best("time", k, n)
             cost = c1 + c2 + c3
             if best_cost is None or cost < best_cost:
                 best_cost, best_slots = cost, {"subj": svk[0], "verb": svk[1], "obj": ok, "time": tk}

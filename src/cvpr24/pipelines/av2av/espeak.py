@@ -6,21 +6,30 @@ callback that collects the 22,050 Hz int16 samples and the phoneme events (type 
 mnemonic in ``id.string``). The waveform is resampled to 16 kHz (``resample_poly`` 320/441) and padded with
 silence to a multiple of 640 samples (one 25 fps video frame, see ``common``).
 
+The library keeps synthesis state between utterances, so every utterance is spoken by a child forked from a
+process that has initialised the library and never synthesised (bit-identical output run to run). That process
+is a small synthesis server (``_serve``: numpy and ctypes, ~40 MB) started once per calling process: forking the
+caller itself cost ~30 ms per utterance once it held a few GB (the evaluation's models and features), about 1 ms
+from the server. The caller never loads the library's state, only checks that it can be found.
+
 The 8 "speakers" are espeak voice variants with fixed pitch/speed (spec: pitch in [35, 70], speed in [140, 180]);
 they are written out here rather than drawn at import so that they never depend on RNG state.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import os
 import pickle
+import struct
+import subprocess
+import sys
 import threading
 from typing import Any
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from .common import LANGS, SAMPLES_PER_FRAME, SR
 
@@ -90,21 +99,23 @@ def _on_synth(wav, numsamples, events):  # noqa: ANN001 - ctypes callback
     return 0
 
 
-def _lib() -> ctypes.CDLL:
-    """Load and initialise libespeak-ng once per process."""
-    if "lib" in _state:
-        return _state["lib"]
-    lib = None
+def _find_lib() -> ctypes.CDLL:
+    """Load the shared library (no espeak state is touched), or raise `EspeakMissingError` naming the fix."""
     for name in (*_LIB_NAMES, ctypes.util.find_library("espeak-ng")):
         if not name:
             continue
         try:
-            lib = ctypes.CDLL(name)
-            break
+            return ctypes.CDLL(name)
         except OSError:
             continue
-    if lib is None:
-        raise EspeakMissingError(f"libespeak-ng.so.1 not found: {_FIX}")
+    raise EspeakMissingError(f"libespeak-ng.so.1 not found: {_FIX}")
+
+
+def _lib() -> ctypes.CDLL:
+    """Load and initialise libespeak-ng once per process (in the synthesis server only)."""
+    if "lib" in _state:
+        return _state["lib"]
+    lib = _find_lib()
     lib.espeak_Initialize.restype = ctypes.c_int
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
@@ -120,7 +131,6 @@ def _lib() -> ctypes.CDLL:
     _state["cb"] = cb  # keep the callback alive
     _state["lib"] = lib
     _state["libc"] = ctypes.CDLL(None)
-    _state["voices_ok"] = set()
     return lib
 
 
@@ -132,12 +142,12 @@ def _set_voice(lib: ctypes.CDLL, name: str) -> None:
 def require_espeak(langs: tuple[str, ...] = LANGS) -> None:
     """Raise `EspeakMissingError` (naming the fix) unless the library and every language voice load."""
     with _lock:
-        _lib()
+        _find_lib()
+        ok = _state.setdefault("voices_ok", set())
         for lang in langs:
-            if lang not in _state["voices_ok"]:
-                # checked in a forked child so that the parent's library state stays pristine
-                _raw_forked("a", lang, 50, 175)
-                _state["voices_ok"].add(lang)
+            if lang not in ok:
+                _request("a", lang, 50, 175)
+                ok.add(lang)
 
 
 def _raw(text: str, voice: str, pitch: int, speed: int) -> tuple[np.ndarray, list[tuple[int, str]], int]:
@@ -158,15 +168,19 @@ def _raw(text: str, voice: str, pitch: int, speed: int) -> tuple[np.ndarray, lis
     return wav, buf["phonemes"], end_ms
 
 
-def _raw_forked(text: str, voice: str, pitch: int, speed: int) -> tuple[np.ndarray, list[tuple[int, str]], int]:
-    """Run `_raw` in a forked child of the initialised-but-unused library.
+def _raw_forked(text: str, voice: str, pitch: int, speed: int) -> bytes:
+    """Run `_raw` in a forked child of the initialised-but-unused library; return the pickled
+    ("ok", result) or ("err", exception).
 
     libespeak-ng keeps synthesis state between utterances (wave-generator phase, flutter index, Klatt filter
     memories), so the same text comes out slightly different on a second call. A child forked from a process
     that has initialised the library but never synthesised starts from the same pristine state every time,
-    which makes the output bit-identical run to run (~2 ms fork overhead).
+    which makes the output bit-identical run to run.
     """
-    _lib()
+    try:
+        _lib()
+    except BaseException as exc:  # noqa: BLE001 - forwarded to the caller
+        return pickle.dumps(("err", exc))
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: synthesise, send the result, exit without running Python cleanup
@@ -175,7 +189,7 @@ def _raw_forked(text: str, voice: str, pitch: int, speed: int) -> tuple[np.ndarr
             os.close(rfd)
             try:
                 payload = ("ok", _raw(text, voice, pitch, speed))
-            except BaseException as exc:  # noqa: BLE001 - forwarded to the parent
+            except BaseException as exc:  # noqa: BLE001 - forwarded to the caller
                 payload = ("err", exc)
             data = pickle.dumps(payload)
             with os.fdopen(wfd, "wb") as f:
@@ -189,7 +203,87 @@ def _raw_forked(text: str, voice: str, pitch: int, speed: int) -> tuple[np.ndarr
         data = f.read()
     os.waitpid(pid, 0)
     if not data:
-        raise RuntimeError(f"espeak-ng synthesis child died on {text!r} ({voice})")
+        return pickle.dumps(("err", RuntimeError(f"espeak-ng synthesis child died on {text!r} ({voice})")))
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the synthesis server: length-prefixed pickles over two pipes
+def _send(f, data: bytes) -> None:
+    f.write(struct.pack("<Q", len(data)))
+    f.write(data)
+    f.flush()
+
+
+def _recv(f) -> bytes | None:
+    head = f.read(8)
+    if len(head) < 8:
+        return None
+    (n,) = struct.unpack("<Q", head)
+    data = f.read(n)
+    return data if len(data) == n else None
+
+
+def _serve(rfd: int, wfd: int) -> None:
+    """The server's loop: one (text, voice, pitch, speed) request in, one pickled result out, until EOF."""
+    with os.fdopen(rfd, "rb") as rf, os.fdopen(wfd, "wb") as wf:
+        while True:
+            req = _recv(rf)
+            if req is None:
+                return
+            _send(wf, _raw_forked(*pickle.loads(req)))
+
+
+def _server() -> dict[str, Any]:
+    srv = _state.get("server")
+    if srv is not None:
+        if srv["pid"] != os.getpid():     # inherited through a fork: the parent's server, not ours
+            _state.pop("server")
+        elif srv["proc"].poll() is None:
+            return srv
+        else:                             # it died (killed): close its pipes, start another
+            _stop_server()
+    to_r, to_w = os.pipe()      # caller -> server
+    from_r, from_w = os.pipe()  # server -> caller
+    code = f"from cvpr24.pipelines.av2av.espeak import _serve; _serve({to_r}, {from_w})"
+    proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL,
+                            close_fds=True)
+    os.close(to_r)
+    os.close(from_w)
+    srv = {"pid": os.getpid(), "proc": proc, "w": os.fdopen(to_w, "wb"), "r": os.fdopen(from_r, "rb")}
+    _state["server"] = srv
+    return srv
+
+
+def _stop_server() -> None:
+    srv = _state.pop("server", None)
+    if srv is None or srv["pid"] != os.getpid():
+        return
+    for f in (srv["w"], srv["r"]):
+        try:
+            f.close()
+        except OSError:
+            pass
+    try:
+        srv["proc"].wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        srv["proc"].kill()
+
+
+atexit.register(_stop_server)
+
+
+def _request(text: str, voice: str, pitch: int, speed: int) -> tuple[np.ndarray, list[tuple[int, str]], int]:
+    srv = _server()
+    try:
+        _send(srv["w"], pickle.dumps((text, voice, int(pitch), int(speed))))
+        data = _recv(srv["r"])
+    except (BrokenPipeError, OSError):
+        data = None
+    if data is None:
+        _stop_server()
+        raise RuntimeError(f"the espeak-ng synthesis server died on {text!r} ({voice}); {_FIX} if the library "
+                           "is missing, else run the command again")
     status, result = pickle.loads(data)
     if status != "ok":
         raise result
@@ -201,7 +295,7 @@ def synthesize(text: str, lang: str, speaker: dict) -> tuple[np.ndarray, list[tu
 
     Returns (float32 mono waveform at 16 kHz in [-1, 1], length a multiple of 640 samples) and the phonemes
     as (start_s, end_s, espeak mnemonic): end = next start, last end = end of speech (<= duration).
-    Deterministic; initialises the library once per process.
+    Deterministic: each utterance is spoken from the library's pristine state (the synthesis server).
     """
     if lang not in LANGS:
         raise ValueError(f"lang must be one of {LANGS}, got {lang!r}")
@@ -210,8 +304,11 @@ def synthesize(text: str, lang: str, speaker: dict) -> tuple[np.ndarray, list[tu
             raise ValueError(f"speaker dict lacks {key!r}; use an entry of espeak.SPEAKERS")
     if not text.strip():
         raise ValueError("text is empty")
+    # imported here, not at module level: the synthesis server needs numpy and ctypes only
+    from scipy.signal import resample_poly
+
     with _lock:
-        wav, events, end_ms = _raw_forked(text, f"{lang}+{speaker['variant']}", speaker["pitch"], speaker["speed"])
+        wav, events, end_ms = _request(text, f"{lang}+{speaker['variant']}", speaker["pitch"], speaker["speed"])
     wav = wav.astype(np.float32) / 32768.0
     audio = np.clip(resample_poly(wav, SR, ESPEAK_SR), -1.0, 1.0).astype(np.float32)
     n = -(-len(audio) // SAMPLES_PER_FRAME) * SAMPLES_PER_FRAME
